@@ -1,0 +1,91 @@
+"""The Beam RunInference ``ModelHandler`` for the registry models (wraps :mod:`orca_beam.runners`).
+
+One model per worker process, shared by its threads (Beam's ``shared.Shared``), loaded with
+``tensorflow_hub.load`` in ``load_model`` (never in a constructor, which would be pickled). Beam
+forms batches across files: by samples for VGGish/YAMNet (packed into one call by the runner), by
+windows for humpback (stacked into ``features`` calls).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+
+from orca_beam.framing import Piece
+from orca_beam.models.registry import ModelSpec
+from orca_beam.runners import (
+    DEFAULT_BATCH_WINDOWS,
+    DEFAULT_PACK_S,
+    HumpbackRunner,
+    WaveformRunner,
+    make_runner,
+)
+
+
+@dataclass
+class LoadedModel:
+    """What a worker holds after loading: the runner and the model's identity."""
+
+    runner: WaveformRunner | HumpbackRunner
+    version_label: str
+    standin: bool
+
+
+def _without_samples(piece: Piece) -> Piece:
+    return replace(piece, samples=np.zeros(0, np.float32))
+
+
+class OrcaModelHandler(ModelHandler):
+    """RunInference handler for one registry model, loading with ``tensorflow_hub.load``.
+
+    One model per worker process, shared by its threads (Beam's ``shared.Shared``). Batches
+    are formed by Beam across files: by samples for VGGish/YAMNet (packed into one call),
+    by windows for humpback.
+    """
+
+    def __init__(self, spec: ModelSpec, handle: str, *, pack_s: float = DEFAULT_PACK_S,
+                 batch_windows: int = DEFAULT_BATCH_WINDOWS,
+                 large_model: bool = False):
+        self.spec = spec
+        self.handle = handle
+        self.pack_s = pack_s
+        self.batch_windows = batch_windows
+        if spec.interface == "humpback":
+            target = batch_windows
+            size_fn = _piece_windows
+        else:
+            target = int(pack_s * spec.sample_rate_hz)
+            size_fn = _piece_samples
+        super().__init__(min_batch_size=1, max_batch_size=target, element_size_fn=size_fn,
+                         large_model=large_model)
+
+    def load_model(self) -> LoadedModel:
+        from orca_beam.models.loading import load_model
+
+        model, version = load_model(self.handle)
+        runner = make_runner(self.spec, model, pack_s=self.pack_s,
+                             batch_windows=self.batch_windows)
+        return LoadedModel(runner, version.label, version.standin)
+
+    def run_inference(self, batch: Sequence[Piece], model: LoadedModel,
+                      inference_args: dict | None = None) -> Iterable[PredictionResult]:
+        embeddings = model.runner.embed(list(batch))
+        return [PredictionResult(_without_samples(piece), rows, model.version_label)
+                for piece, rows in zip(batch, embeddings, strict=True)]
+
+    def get_num_bytes(self, batch: Sequence[Piece]) -> int:
+        return sum(piece.samples.nbytes for piece in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return f"orca_beam.{self.spec.name}"
+
+
+def _piece_samples(piece: Piece) -> int:
+    return max(1, len(piece.samples))
+
+
+def _piece_windows(piece: Piece) -> int:
+    return max(1, piece.num_frames)

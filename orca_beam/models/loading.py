@@ -1,0 +1,137 @@
+"""Model loading: a handle -> a local SavedModel directory -> ``tensorflow_hub.load``.
+
+Handles are what ``tensorflow_hub.load`` takes: a TF Hub / Kaggle URL (downloaded once into
+``TFHUB_CACHE_DIR``, default ``<tmp>/tfhub_modules``), a local SavedModel directory, or a ``gs://``
+directory (copied once per worker process to local disk, then loaded). A model's identity, recorded
+with every output row, is the handle plus a SHA-256 of the SavedModel directory's content, and
+whether the directory is one of this project's stand-ins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+LOG = logging.getLogger(__name__)
+#: File in a SavedModel's assets/ that marks it as a stand-in built by this project.
+STANDIN_MARKER = "orca_beam_standin.json"
+
+_COPY_LOCK = threading.Lock()
+_COPIED: dict[str, str] = {}
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """Identity of a loaded model: handle, content hash of its SavedModel, stand-in or not."""
+
+    handle: str
+    content_sha256: str
+    standin: bool
+
+    @property
+    def label(self) -> str:
+        """``<handle>@sha256:<first 16 hex>`` plus ``+standin`` for stand-ins (the row field)."""
+        return (f"{self.handle}@sha256:{self.content_sha256[:16]}"
+                + ("+standin" if self.standin else ""))
+
+
+def _copy_remote_dir(handle: str) -> str:
+    """Copies a SavedModel directory on a Beam filesystem (gs://...) to local disk, once."""
+    from apache_beam.io.filesystems import FileSystems
+
+    with _COPY_LOCK:
+        if handle in _COPIED and Path(_COPIED[handle]).exists():
+            return _COPIED[handle]
+        base = handle.rstrip("/")
+        matches = FileSystems.match([base + "/**"])[0].metadata_list
+        if not matches:
+            raise FileNotFoundError(f"no files under model handle {handle}")
+        local = Path(tempfile.mkdtemp(prefix="orca-beam-model-"))
+        for meta in matches:
+            relative = meta.path[len(base) + 1:]
+            if not relative or relative.endswith("/"):
+                continue
+            target = local / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with FileSystems.open(meta.path) as src, open(target, "wb") as dst:
+                while chunk := src.read(1 << 22):
+                    dst.write(chunk)
+        LOG.info("copied model %s to %s (%d files)", handle, local, len(matches))
+        _COPIED[handle] = str(local)
+        return str(local)
+
+
+def resolve_model_dir(handle: str) -> str:
+    """Returns a local SavedModel directory for ``handle`` (URL, local dir or gs:// dir).
+
+    URLs go through ``tensorflow_hub.resolve`` (honours ``TFHUB_CACHE_DIR``); gs:// directories
+    are copied to a local temporary directory once per process.
+    """
+    if handle.startswith(("http://", "https://")):
+        import tensorflow_hub as hub
+
+        return hub.resolve(handle)
+    if "://" in handle:
+        return _copy_remote_dir(handle)
+    path = Path(handle).expanduser()
+    if not (path / "saved_model.pb").exists() and not (path / "saved_model.pbtxt").exists():
+        raise FileNotFoundError(f"{handle} is not a SavedModel directory (no saved_model.pb)")
+    return str(path.resolve())
+
+
+def content_sha256(model_dir: str | os.PathLike) -> str:
+    """SHA-256 over the relative names and bytes of every file under ``model_dir``, sorted."""
+    root = Path(model_dir)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def is_standin(model_dir: str | os.PathLike) -> bool:
+    """True when ``model_dir`` is a stand-in built by ``pipelines.make_standin_models``."""
+    return (Path(model_dir) / "assets" / STANDIN_MARKER).exists()
+
+
+def model_version(handle: str, model_dir: str | None = None) -> ModelVersion:
+    """The ModelVersion of ``handle`` (resolving it to a local directory if not given)."""
+    local = model_dir or resolve_model_dir(handle)
+    return ModelVersion(handle, content_sha256(local), is_standin(local))
+
+
+def enable_gpu_memory_growth() -> None:
+    """Lets TensorFlow take GPU memory as needed instead of all of it (no-op without a GPU)."""
+    import tensorflow as tf
+
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised: growth must be set before first use
+            pass
+
+
+def load_model(handle: str):
+    """Loads ``handle`` with ``tensorflow_hub.load`` from its local directory.
+
+    Returns ``(model, ModelVersion)``. Logs a warning when the model is a stand-in.
+    """
+    import tensorflow_hub as hub
+
+    enable_gpu_memory_growth()
+    local = resolve_model_dir(handle)
+    version = model_version(handle, local)
+    model = hub.load(local)
+    if version.standin:
+        marker = json.loads((Path(local) / "assets" / STANDIN_MARKER).read_text())
+        LOG.warning("model %s is a STAND-IN (%s seed %s, random weights): its embeddings are "
+                    "not real", handle, marker.get("model"), marker.get("seed"))
+    return model, version

@@ -1,0 +1,171 @@
+"""Calling the models: runners that turn Pieces into embeddings (no Beam here).
+
+Only the published TF Hub interfaces are used (see the registry):
+
+* VGGish / YAMNet take one 1-D waveform per call. To batch many short pieces into one call, the
+  runner *packs* them: each piece is placed at an offset that is a multiple of the model's hop, so
+  the model's own grid inside the packed waveform lines up with every piece's grid, and the rows of
+  each piece are read back from its offset. Windows straddling two pieces are computed and thrown
+  away (1 per piece for VGGish, 2 for YAMNet, whose window is 240 samples longer than two hops).
+* Humpback: ``front_end`` once per piece ([1, S, 1] -> PCEN), warm-up frames dropped, PCEN split
+  into 128-frame windows (zero-padded tail), and ``features`` on batches of windows from any pieces.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from orca_beam.framing import Piece
+from orca_beam.models.registry import ModelSpec
+
+LOG = logging.getLogger(__name__)
+
+#: Default seconds of audio per packed VGGish/YAMNet call (the interface's efficient size).
+DEFAULT_PACK_S = 60.0
+#: Default humpback windows per ``features`` call.
+DEFAULT_BATCH_WINDOWS = 32
+
+
+@dataclass
+class RunnerStats:
+    """Counts kept by a runner: model calls, windows computed and windows kept."""
+
+    calls: int = 0
+    frames_computed: int = 0
+    frames_kept: int = 0
+    seconds_in_model: float = 0.0
+
+
+def required_samples(spec: ModelSpec, piece: Piece) -> int:
+    """Samples the piece's windows cover: (num_frames - 1) * hop + window (VGGish/YAMNet)."""
+    return (piece.num_frames - 1) * spec.hop_samples + spec.window_samples
+
+
+class WaveformRunner:
+    """Embeds pieces with a 1-D waveform model (VGGish or YAMNet), packing them into few calls."""
+
+    def __init__(self, spec: ModelSpec, model: Any, pack_samples: int):
+        if spec.interface not in ("vggish", "yamnet"):
+            raise ValueError(f"WaveformRunner cannot call {spec.interface}")
+        self.spec = spec
+        self.model = model
+        self.pack_samples = max(pack_samples, spec.window_samples)
+        self.stats = RunnerStats()
+
+    def slot_samples(self, piece: Piece) -> int:
+        """Samples the piece occupies in a packed waveform: its windows, rounded up to the hop."""
+        hop = self.spec.hop_samples
+        return math.ceil(required_samples(self.spec, piece) / hop) * hop
+
+    def _call(self, waveform: np.ndarray) -> np.ndarray:
+        import tensorflow as tf
+
+        started = time.perf_counter()
+        out = self.model(tf.constant(waveform, dtype=tf.float32))
+        embeddings = out if self.spec.interface == "vggish" else out[1]
+        result = embeddings.numpy()
+        self.stats.calls += 1
+        self.stats.frames_computed += result.shape[0]
+        self.stats.seconds_in_model += time.perf_counter() - started
+        return result
+
+    def _run_pack(self, pack: list[Piece]) -> list[np.ndarray]:
+        offsets, parts, cursor = [], [], 0
+        for i, piece in enumerate(pack):
+            need = required_samples(self.spec, piece)
+            part = piece.samples[:need]
+            length = need if i == len(pack) - 1 else self.slot_samples(piece)
+            if len(part) < length:
+                part = np.concatenate([part, np.zeros(length - len(part), np.float32)])
+            offsets.append(cursor // self.spec.hop_samples)
+            parts.append(part)
+            cursor += length
+        embeddings = self._call(np.concatenate(parts))
+        out = []
+        for piece, first_row in zip(pack, offsets, strict=True):
+            rows = embeddings[first_row:first_row + piece.num_frames]
+            if rows.shape[0] != piece.num_frames:
+                raise RuntimeError(
+                    f"{self.spec.name}: packed call gave {rows.shape[0]} rows for "
+                    f"{piece.source}@{piece.first_frame}, expected {piece.num_frames}")
+            out.append(rows)
+        self.stats.frames_kept += sum(p.num_frames for p in pack)
+        return out
+
+    def embed(self, pieces: Sequence[Piece]) -> list[np.ndarray]:
+        """Returns one float32 [num_frames, dim] array per piece, in order."""
+        results: list[np.ndarray | None] = [None] * len(pieces)
+        pack: list[int] = []
+        size = 0
+        for index, piece in enumerate(pieces):
+            slot = self.slot_samples(piece)
+            if pack and size + slot > self.pack_samples:
+                for i, rows in zip(pack, self._run_pack([pieces[i] for i in pack]), strict=True):
+                    results[i] = rows
+                pack, size = [], 0
+            pack.append(index)
+            size += slot
+        if pack:
+            for i, rows in zip(pack, self._run_pack([pieces[i] for i in pack]), strict=True):
+                results[i] = rows
+        return results  # type: ignore[return-value]
+
+
+class HumpbackRunner:
+    """Embeds pieces with the humpback model: ``front_end`` per piece, ``features`` per batch."""
+
+    def __init__(self, spec: ModelSpec, model: Any, batch_windows: int):
+        self.spec = spec
+        self.model = model
+        self.batch_windows = max(1, batch_windows)
+        self.stats = RunnerStats()
+
+    def pcen_windows(self, piece: Piece) -> np.ndarray:
+        """[num_frames, 128, 64] PCEN windows of a piece (warm-up dropped, zero-padded tail)."""
+        import tensorflow as tf
+
+        spec = self.spec
+        pcen = self.model.front_end(tf.constant(piece.samples[None, :, None], tf.float32))
+        pcen = pcen.numpy()[0, piece.warmup_units:]
+        need = (piece.num_frames - 1) * spec.hop_units + spec.window_units
+        if pcen.shape[0] < need:
+            pad = np.zeros((need - pcen.shape[0], pcen.shape[1]), np.float32)
+            pcen = np.concatenate([pcen, pad])
+        starts = np.arange(piece.num_frames) * spec.hop_units
+        return np.stack([pcen[s:s + spec.window_units] for s in starts]).astype(np.float32)
+
+    def embed(self, pieces: Sequence[Piece]) -> list[np.ndarray]:
+        """Returns one float32 [num_frames, 2048] array per piece, in order."""
+        import tensorflow as tf
+
+        started = time.perf_counter()
+        windows = [self.pcen_windows(piece) for piece in pieces]
+        counts = [w.shape[0] for w in windows]
+        if not windows:
+            return []
+        stacked = np.concatenate(windows)
+        outputs = []
+        for begin in range(0, stacked.shape[0], self.batch_windows):
+            batch = tf.constant(stacked[begin:begin + self.batch_windows])
+            outputs.append(self.model.features(batch).numpy())
+            self.stats.calls += 1
+        features = np.concatenate(outputs)
+        self.stats.frames_computed += features.shape[0]
+        self.stats.frames_kept += features.shape[0]
+        self.stats.seconds_in_model += time.perf_counter() - started
+        return list(np.split(features, np.cumsum(counts)[:-1]))
+
+
+def make_runner(spec: ModelSpec, model: Any, *, pack_s: float = DEFAULT_PACK_S,
+                batch_windows: int = DEFAULT_BATCH_WINDOWS) -> WaveformRunner | HumpbackRunner:
+    """The runner that calls ``model`` through ``spec.interface``."""
+    if spec.interface == "humpback":
+        return HumpbackRunner(spec, model, batch_windows)
+    return WaveformRunner(spec, model, int(pack_s * spec.sample_rate_hz))

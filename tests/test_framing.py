@@ -1,0 +1,83 @@
+"""Frame counts follow the published formulas; chunking reproduces the whole-file grid."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from orca_beam.framing import Chunker, frame_times_s, num_frames
+from orca_beam.models.registry import get_model_spec
+
+VGGISH, YAMNET, HUMPBACK = (get_model_spec(n) for n in ("vggish", "yamnet", "humpback"))
+
+
+def vggish_formula(n):
+    return max(0, (n - 15600) // 15360 + 1)
+
+
+def yamnet_formula(n):
+    return 1 + math.ceil(max(0, n - 15600) / 7680)
+
+
+def humpback_formula(n, hop=128):
+    frames = 0 if n < 1024 else 1 + (n - 1024) // 300
+    return 0 if frames == 0 else 1 + math.ceil(max(0, frames - 128) / hop)
+
+
+@pytest.mark.parametrize("n", [1, 399, 15599, 15600, 15601, 23280, 23281, 30959, 30960, 48000,
+                               160000, 980000, 16000 * 3600])
+def test_counts_match_the_published_formulas(n):
+    assert num_frames(VGGISH, n) == vggish_formula(n)
+    assert num_frames(YAMNET, n) == yamnet_formula(n)
+
+
+@pytest.mark.parametrize("n", [1023, 1024, 39123, 39124, 49024, 100000, 18_000_000])
+@pytest.mark.parametrize("hop", [128, 64, 33])
+def test_humpback_counts(n, hop):
+    assert num_frames(HUMPBACK.with_hop_units(hop), n) == humpback_formula(n, hop)
+
+
+def test_documented_table_values():
+    assert [num_frames(YAMNET, n) for n in (0, 1, 15600, 15601, 23281, 48000, 980000)] == [
+        0, 1, 1, 2, 3, 6, 127]
+    assert [num_frames(VGGISH, n) for n in (15599, 15600, 30959, 30960, 48000)] == [0, 1, 1, 2, 3]
+
+
+def test_times_are_the_window_span_clipped_to_the_file():
+    start, end = frame_times_s(YAMNET, 0, 3, 23281)
+    np.testing.assert_allclose(start, [0.0, 0.48, 0.96])
+    np.testing.assert_allclose(end, [0.975, 1.455, 23281 / 16000])
+    start, end = frame_times_s(HUMPBACK, 2, 1)
+    assert start[0] == pytest.approx(7.68) and end[0] == pytest.approx(7.68 + 3.9124)
+
+
+@pytest.mark.parametrize("spec", [VGGISH, YAMNET, HUMPBACK, HUMPBACK.with_hop_units(50)],
+                         ids=["vggish", "yamnet", "humpback", "humpback-hop50"])
+@pytest.mark.parametrize("n", [500, 15600, 40000, 200_003, 1_000_000])
+def test_chunker_pieces_tile_the_whole_file_grid(spec, n):
+    signal = np.arange(n, dtype=np.float32)
+    chunker = Chunker(spec, "f.wav", channel=0, chunk_frames=7)
+    pieces = []
+    for block in np.array_split(signal, 13):
+        pieces += list(chunker.push(block))
+    pieces += list(chunker.finish())
+    expected = num_frames(spec, n)
+    assert sum(p.num_frames for p in pieces) == expected
+    next_frame = 0
+    for piece in pieces:
+        assert piece.first_frame == next_frame
+        next_frame += piece.num_frames
+        assert piece.num_frames <= 7
+        # the piece holds exactly the file's samples from its offset
+        np.testing.assert_array_equal(
+            piece.samples, signal[piece.offset_samples:piece.offset_samples + len(piece.samples)])
+        first_unit = piece.first_frame * spec.hop_units
+        assert piece.offset_samples == (first_unit - piece.warmup_units) * spec.unit_hop_samples
+        # full pieces hold every sample their windows need
+        if not piece.is_last:
+            need_end = (piece.first_frame + piece.num_frames - 1) * spec.hop_samples \
+                + spec.window_samples
+            assert piece.offset_samples + len(piece.samples) == need_end
+    assert pieces == [] or pieces[-1].is_last or expected % 7 == 0
