@@ -1,0 +1,94 @@
+"""The one options object: every orca-beam flag, its unit and default (``--help`` lists them).
+
+Standard Beam flags (``--runner``, ``--direct_num_workers``, ``--direct_running_mode``, Dataflow's
+``--project``/``--region``/``--temp_location``/``--sdk_container_image``/...) pass through.
+"""
+
+from __future__ import annotations
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from orca_beam.models.registry import MODELS, ModelSpec, get_model_spec
+
+
+class ExtractOptions(PipelineOptions):
+    """Options of ``python -m pipelines.extract``."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        group = parser.add_argument_group("orca-beam extraction")
+        group.add_argument(
+            "--input", action="append", default=None,
+            help="Audio files to embed: a path or glob, local or gs:// (e.g. 'gs://b/wav/*.wav'). "
+                 "Repeatable (file names may contain commas, so there is no list syntax).")
+        group.add_argument(
+            "--output", default=None,
+            help="Output directory (local or gs://): <output>/<model>/embeddings-*.parquet, "
+                 "outcomes/, errors/, summary.json.")
+        group.add_argument(
+            "--model", action="append", default=None, choices=sorted(MODELS),
+            help="Model to run (repeatable): vggish (16 kHz, 0.96 s hop, 128-d), yamnet "
+                 "(16 kHz, 0.48 s hop, 1024-d), humpback (10 kHz, 3.84 s hop, 2048-d). "
+                 "Default: all three.")
+        group.add_argument(
+            "--model_handle", action="append", default=None, metavar="NAME=HANDLE",
+            help="Load model NAME from HANDLE instead of its TF Hub URL: a URL, a local "
+                 "SavedModel directory or a gs:// directory. Repeatable.")
+        group.add_argument(
+            "--humpback_hop_frames", type=int, default=128,
+            help="Humpback window hop in PCEN frames of 30 ms (1..128; default 128 = 3.84 s, "
+                 "non-overlapping 128-frame windows as in the notebook).")
+        group.add_argument(
+            "--channel", type=int, default=None,
+            help="Use only this channel (0-based). Default: average all channels to mono.")
+        group.add_argument(
+            "--chunk_s", type=float, default=60.0,
+            help="Seconds of audio per piece sent to a model (bounds memory on long files; the "
+                 "frame grid is the same as one whole-file call). Default 60.")
+        group.add_argument(
+            "--pack_s", type=float, default=60.0,
+            help="VGGish/YAMNet: seconds of audio packed into one model call from several "
+                 "pieces/files. Default 60.")
+        group.add_argument(
+            "--batch_windows", type=int, default=32,
+            help="Humpback: 3.9 s windows per features() call (batch size). Default 32.")
+        group.add_argument(
+            "--progress_interval_s", type=float, default=30.0,
+            help="Seconds between progress log lines during a run. Default 30.")
+
+    def input_patterns(self) -> list[str]:
+        """The --input values, in order, duplicates removed."""
+        return list(dict.fromkeys(p for p in self.input or [] if p.strip()))
+
+    def model_specs(self) -> list[ModelSpec]:
+        """Registry records of the chosen models (hop options applied), in a stable order."""
+        names = self.model or ["vggish", "yamnet", "humpback"]
+        specs = []
+        for name in dict.fromkeys(names):
+            spec = get_model_spec(name)
+            if name == "humpback":
+                spec = spec.with_hop_units(self.humpback_hop_frames)
+            specs.append(spec)
+        return specs
+
+    def model_handles(self) -> dict[str, str]:
+        """model name -> handle, the registry default unless --model_handle overrides it."""
+        handles = {name: spec.handle for name, spec in MODELS.items()}
+        for item in self.model_handle or []:
+            name, sep, handle = item.partition("=")
+            if not sep or not handle:
+                raise ValueError(f"--model_handle wants NAME=HANDLE, got {item!r}")
+            get_model_spec(name)
+            handles[name] = handle
+        return handles
+
+    def validate(self) -> None:
+        """Raises ValueError with a clear message for missing or out-of-range options."""
+        if not self.input_patterns():
+            raise ValueError("--input is required (a path or glob; repeatable)")
+        if not self.output:
+            raise ValueError("--output is required (a local or gs:// directory)")
+        if self.chunk_s <= 0 or self.pack_s <= 0 or self.batch_windows < 1:
+            raise ValueError("--chunk_s and --pack_s must be > 0, --batch_windows >= 1")
+        self.model_specs()
+        self.model_handles()

@@ -1,0 +1,109 @@
+"""Row schemas, defined once: embedding rows (Parquet), outcome rows, the run summary.
+
+Embedding rows (``<output>/<model>/embeddings-SSSSS-of-NNNNN.parquet``):
+
+=============== ===================================== ===============================================
+column          type                                  meaning
+=============== ===================================== ===============================================
+source          string                                the input file's path as matched (local/gs://)
+channel         int32                                 channel used; -1 = all channels mixed to mono
+start_s         float64                               window start in seconds from the file start
+end_s           float64                               window end (real span), clipped to the file
+model           string                                vggish / yamnet / humpback
+model_version   string                                ``<handle>@sha256:<16 hex>[+standin]``
+standin         bool                                  True: stand-in model, the vector is NOT real
+embedding       fixed_size_list<float32>[dim]         the embedding (128 / 1024 / 2048)
+=============== ===================================== ===============================================
+
+Outcome rows (``<output>/outcomes/outcomes-*.jsonl``), one per (input file, model): ``source``,
+``model``, ``status`` (``embedded`` | ``too_short`` | ``failed``), ``embeddings`` (rows written),
+``duration_s``, ``sample_rate_hz`` (native), ``channels``, ``error_class``, ``error`` (message).
+Failed ones are also in ``<output>/errors/errors-*.jsonl``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pyarrow as pa
+
+EMBEDDED = "embedded"
+TOO_SHORT = "too_short"
+FAILED = "failed"
+STATUSES = (EMBEDDED, TOO_SHORT, FAILED)
+
+
+def embedding_schema(dim: int) -> pa.Schema:
+    """Arrow schema of the embedding rows of a model with ``dim``-sized embeddings."""
+    return pa.schema([
+        ("source", pa.string()),
+        ("channel", pa.int32()),
+        ("start_s", pa.float64()),
+        ("end_s", pa.float64()),
+        ("model", pa.string()),
+        ("model_version", pa.string()),
+        ("standin", pa.bool_()),
+        ("embedding", pa.list_(pa.float32(), dim)),
+    ])
+
+
+def embedding_table(*, source: str, channel: int, start_s: np.ndarray, end_s: np.ndarray,
+                    model: str, model_version: str, standin: bool,
+                    embeddings: np.ndarray) -> pa.Table:
+    """A table of ``len(embeddings)`` rows in :func:`embedding_schema` (embeddings [k, dim])."""
+    count, dim = embeddings.shape
+    flat = pa.array(np.ascontiguousarray(embeddings, np.float32).reshape(-1), pa.float32())
+    return pa.Table.from_arrays([
+        pa.array([source] * count, pa.string()),
+        pa.array(np.full(count, channel, np.int32)),
+        pa.array(np.asarray(start_s, np.float64)),
+        pa.array(np.asarray(end_s, np.float64)),
+        pa.array([model] * count, pa.string()),
+        pa.array([model_version] * count, pa.string()),
+        pa.array(np.full(count, standin, bool)),
+        pa.FixedSizeListArray.from_arrays(flat, dim),
+    ], schema=embedding_schema(dim))
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """What decoding learned about one input file: its native format and expected rows."""
+
+    source: str
+    duration_s: float
+    sample_rate_hz: int
+    channels: int
+    channel: int
+    #: model name -> embeddings one whole-file call yields (0 = too short for that model)
+    expected: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A file (or a file's model) that could not be embedded."""
+
+    source: str
+    model: str  # "" when it applies to every model (decoding failed)
+    stage: str  # "decode" | "inference"
+    error_class: str
+    error: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The one outcome of one input file for one model."""
+
+    source: str
+    model: str
+    status: str
+    embeddings: int
+    duration_s: float | None
+    sample_rate_hz: int | None
+    channels: int | None
+    error_class: str = ""
+    error: str = ""
+
+    def to_dict(self) -> dict:
+        """Plain dict for JSON."""
+        return asdict(self)

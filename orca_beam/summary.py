@@ -1,0 +1,72 @@
+"""The run summary: counts read back from the outcome rows, plus wall time and speed."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from apache_beam.io.filesystems import FileSystems
+
+from orca_beam.records import EMBEDDED, FAILED, STATUSES, TOO_SHORT
+
+
+def read_jsonl(pattern: str) -> list[dict]:
+    """All JSON lines of the files matching ``pattern`` (local or gs://), in path order."""
+    rows = []
+    for meta in sorted(FileSystems.match([pattern])[0].metadata_list, key=lambda m: m.path):
+        with FileSystems.open(meta.path) as handle:
+            rows += [json.loads(line) for line in handle.read().decode().splitlines() if line]
+    return rows
+
+
+def summarise(outcomes: list[dict], models: list[str], wall_s: float) -> dict:
+    """Summary dict: files matched, per-model status counts (they add up to files matched),
+    embeddings per model, seconds of audio, wall time (s) and audio seconds per wall second."""
+    sources = {o["source"] for o in outcomes}
+    durations = {o["source"]: o["duration_s"] for o in outcomes if o["duration_s"] is not None}
+    audio_s = float(sum(durations.values()))
+    per_model = {}
+    for model in models:
+        rows = [o for o in outcomes if o["model"] == model]
+        status = Counter(o["status"] for o in rows)
+        per_model[model] = {
+            "files": len(rows),
+            **{s: status.get(s, 0) for s in STATUSES},
+            "embeddings": sum(o["embeddings"] for o in rows if o["status"] == EMBEDDED),
+        }
+    failed_files = sorted({o["source"] for o in outcomes if o["status"] == FAILED})
+    return {
+        "files_matched": len(sources),
+        "files_decoded": len(durations),
+        "files_failed": len(failed_files),
+        "audio_s": round(audio_s, 3),
+        "wall_s": round(wall_s, 3),
+        "audio_s_per_wall_s": round(audio_s / wall_s, 2) if wall_s > 0 else None,
+        "models": per_model,
+        "failed": [{"source": o["source"], "model": o["model"], "error_class": o["error_class"],
+                    "error": o["error"]} for o in outcomes if o["status"] == FAILED],
+    }
+
+
+def format_summary(summary: dict) -> str:
+    """Human-readable lines for the end of a run."""
+    lines = [f"files matched {summary['files_matched']}, decoded {summary['files_decoded']}, "
+             f"failed {summary['files_failed']}; {summary['audio_s']:.1f} s of audio in "
+             f"{summary['wall_s']:.1f} s wall ({summary['audio_s_per_wall_s']} audio s/s)"]
+    for model, counts in summary["models"].items():
+        lines.append(f"  {model}: embedded {counts[EMBEDDED]}, too short {counts[TOO_SHORT]}, "
+                     f"failed {counts[FAILED]}; {counts['embeddings']} embeddings")
+    for failure in summary["failed"][:20]:
+        lines.append(f"  FAILED {failure['source']} [{failure['model']}]: "
+                     f"{failure['error_class']}: {failure['error']}")
+    if len(summary["failed"]) > 20:
+        lines.append(f"  ... and {len(summary['failed']) - 20} more in errors/")
+    return "\n".join(lines)
+
+
+def write_summary(output_dir: str, summary: dict) -> str:
+    """Writes ``<output>/summary.json``; returns its path."""
+    path = output_dir.rstrip("/") + "/summary.json"
+    with FileSystems.create(path) as handle:
+        handle.write((json.dumps(summary, indent=2) + "\n").encode())
+    return path

@@ -1,0 +1,301 @@
+"""The named PTransforms that wire the stages, top to bottom:
+
+``MatchAudioFiles`` -> ``DecodeAndFrame`` -> ``EmbedWithModel`` (one per model) ->
+``WriteEmbeddings`` and ``AccountOutcomes`` -> ``WriteOutcomes``.
+
+Decoding and framing are one DoFn on purpose: each file is decoded and resampled in bounded blocks
+and cut into pieces as the blocks arrive. Splitting the two across a Beam boundary would need a
+per-file GroupByKey holding the whole file in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+
+import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.metrics import Metrics
+from apache_beam.ml.inference.base import PredictionResult, RunInference
+
+from orca_beam.audio import AudioError, iter_resampled_blocks, validate_audio
+from orca_beam.framing import Chunker, Piece, default_chunk_frames, frame_times_s, num_frames
+from orca_beam.inference import OrcaModelHandler
+from orca_beam.models.registry import ModelSpec
+from orca_beam.records import (
+    EMBEDDED,
+    FAILED,
+    TOO_SHORT,
+    Failure,
+    FileRecord,
+    Outcome,
+    embedding_schema,
+    embedding_table,
+)
+
+LOG = logging.getLogger(__name__)
+NAMESPACE = "orca_beam"
+#: Files up to this size are read into memory once; larger ones are streamed (twice: validate,
+#: then decode), so memory never holds a whole long recording.
+IN_MEMORY_MAX_BYTES = 256 * 1024 * 1024
+FILES_TAG = "files"
+FAILURES_TAG = "failures"
+
+
+class Progress:
+    """Process-wide progress counts, logged at most every ``interval_s`` seconds."""
+
+    _lock = threading.Lock()
+    _counts: dict[str, float] = {}
+    _started = time.monotonic()
+    _last_log = 0.0
+    interval_s = 30.0
+
+    @classmethod
+    def add(cls, **amounts: float) -> None:
+        """Adds to named counts (files, audio_s, failed, <model> embeddings) and maybe logs."""
+        with cls._lock:
+            for name, amount in amounts.items():
+                cls._counts[name] = cls._counts.get(name, 0) + amount
+            now = time.monotonic()
+            if now - cls._last_log < cls.interval_s:
+                return
+            cls._last_log = now
+            counts = dict(cls._counts)
+        elapsed = max(now - cls._started, 1e-9)
+        models = ", ".join(f"{k[4:]}={int(v)}" for k, v in sorted(counts.items())
+                           if k.startswith("emb_"))
+        LOG.info("progress: %d files decoded (%.1f s of audio, %.1f audio s/s), %d failed; "
+                 "embeddings: %s", counts.get("files", 0), counts.get("audio_s", 0.0),
+                 counts.get("audio_s", 0.0) / elapsed, counts.get("failed", 0), models or "none")
+
+
+class MatchAudioFiles(beam.PTransform):
+    """Glob patterns (local or gs://) -> one ``fileio.ReadableFile`` per distinct matched file."""
+
+    def __init__(self, patterns: Sequence[str]):
+        super().__init__()
+        self.patterns = list(patterns)
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "ListPatterns" >> beam.Create(self.patterns)
+                | "MatchPatterns" >> fileio.MatchAll()
+                | "KeyByPath" >> beam.Map(lambda meta: (meta.path, meta))
+                | "GroupSamePath" >> beam.GroupByKey()
+                | "KeepOnePerPath" >> beam.Map(lambda kv: next(iter(kv[1])))
+                | "OpenMatches" >> fileio.ReadMatches())
+
+
+class _DecodeAndFrameFn(beam.DoFn):
+    def __init__(self, specs: Sequence[ModelSpec], chunk_s: float, channel: int | None):
+        self.specs = list(specs)
+        self.chunk_s = chunk_s
+        self.channel = channel
+        self.files = Metrics.counter(NAMESPACE, "files_decoded")
+        self.failed = Metrics.counter(NAMESPACE, "files_failed_decoding")
+        self.audio_ms = Metrics.counter(NAMESPACE, "audio_ms_decoded")
+
+    def process(self, readable: fileio.ReadableFile):
+        path = readable.metadata.path
+        try:
+            if readable.metadata.size_in_bytes <= IN_MEMORY_MAX_BYTES:
+                data = readable.read()
+
+                def open_source():
+                    return data
+            else:
+                open_source = readable.open
+            info = validate_audio(open_source(), channel=self.channel, name=path)
+            chunkers = {spec.name: Chunker(
+                spec, path, channel=-1 if self.channel is None else self.channel,
+                chunk_frames=default_chunk_frames(spec, self.chunk_s)) for spec in self.specs}
+            rates = {spec.sample_rate_hz for spec in self.specs}
+            for blocks in iter_resampled_blocks(open_source(), rates, channel=self.channel,
+                                                name=path):
+                for spec in self.specs:
+                    for piece in chunkers[spec.name].push(blocks[spec.sample_rate_hz]):
+                        yield beam.pvalue.TaggedOutput(spec.name, piece)
+            for spec in self.specs:
+                for piece in chunkers[spec.name].finish():
+                    yield beam.pvalue.TaggedOutput(spec.name, piece)
+        except Exception as exc:  # one bad file never stops the run: it becomes a Failure row
+            if not isinstance(exc, AudioError):
+                LOG.exception("unexpected error decoding %s", path)
+            self.failed.inc()
+            Progress.add(failed=1)
+            yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure(
+                path, "", "decode", type(exc).__name__, getattr(exc, "detail", str(exc))))
+            return
+        expected = {spec.name: num_frames(spec, chunkers[spec.name].total_samples)
+                    for spec in self.specs}
+        self.files.inc()
+        self.audio_ms.inc(int(info.duration_s * 1000))
+        Progress.add(files=1, audio_s=info.duration_s)
+        yield beam.pvalue.TaggedOutput(FILES_TAG, FileRecord(
+            path, info.duration_s, info.sample_rate_hz, info.channels,
+            -1 if self.channel is None else self.channel, expected))
+
+
+class DecodeAndFrame(beam.PTransform):
+    """ReadableFiles -> tagged outputs: one PCollection of Pieces per model name, ``files``
+    (FileRecord per decoded file) and ``failures`` (Failure per file that could not be decoded).
+
+    Each file is decoded once and resampled once per distinct model rate, in bounded blocks.
+    """
+
+    def __init__(self, specs: Sequence[ModelSpec], *, chunk_s: float = 60.0,
+                 channel: int | None = None):
+        super().__init__()
+        self.specs = list(specs)
+        self.chunk_s = chunk_s
+        self.channel = channel
+
+    def expand(self, files):
+        return files | "DecodeResampleCut" >> beam.ParDo(
+            _DecodeAndFrameFn(self.specs, self.chunk_s, self.channel)).with_outputs(
+                FILES_TAG, FAILURES_TAG, *[spec.name for spec in self.specs])
+
+
+class _ToTableFn(beam.DoFn):
+    def __init__(self, spec: ModelSpec):
+        self.spec = spec
+        self.rows = Metrics.counter(NAMESPACE, f"embeddings_{spec.name}")
+
+    def process(self, result: PredictionResult):
+        piece: Piece = result.example
+        embeddings = result.inference
+        start_s, end_s = frame_times_s(self.spec, piece.first_frame, embeddings.shape[0],
+                                       piece.file_samples)
+        version = result.model_id or ""
+        self.rows.inc(embeddings.shape[0])
+        Progress.add(**{f"emb_{self.spec.name}": embeddings.shape[0]})
+        yield embedding_table(
+            source=piece.source, channel=piece.channel, start_s=start_s, end_s=end_s,
+            model=self.spec.name, model_version=version, standin=version.endswith("+standin"),
+            embeddings=embeddings)
+        yield beam.pvalue.TaggedOutput("counts", ((piece.source, self.spec.name),
+                                                  embeddings.shape[0]))
+
+
+def _failed_batch_to_failures(model: str):
+    def expand(failed) -> Iterable[Failure]:
+        batch, exc = failed
+        error = exc[1] if isinstance(exc, tuple) else exc
+        for piece in batch:
+            yield Failure(piece.source, model, "inference", type(error).__name__, str(error))
+    return expand
+
+
+class EmbedWithModel(beam.PTransform):
+    """Pieces of one model -> RunInference -> tagged outputs: ``tables`` (pyarrow Tables of
+    embedding rows), ``counts`` (((source, model), rows)) and ``failures`` (Failure per piece
+    whose batch raised)."""
+
+    def __init__(self, spec: ModelSpec, handle: str, *, pack_s: float, batch_windows: int):
+        super().__init__()
+        self.spec = spec
+        self.handle = handle
+        self.pack_s = pack_s
+        self.batch_windows = batch_windows
+
+    def expand(self, pieces):
+        handler = OrcaModelHandler(self.spec, self.handle, pack_s=self.pack_s,
+                                   batch_windows=self.batch_windows)
+        main, dead = pieces | "RunInference" >> RunInference(handler).with_exception_handling()
+        tables = main | "ToRows" >> beam.ParDo(_ToTableFn(self.spec)).with_outputs(
+            "counts", main="tables")
+        failures = dead.failed_inferences | "FailedBatches" >> beam.FlatMap(
+            _failed_batch_to_failures(self.spec.name))
+        return {"tables": tables.tables, "counts": tables.counts, "failures": failures}
+
+
+class WriteEmbeddings(beam.PTransform):
+    """pyarrow Tables of one model -> ``<output>/<model>/embeddings-SSSSS-of-NNNNN.parquet``."""
+
+    def __init__(self, output_dir: str, spec: ModelSpec):
+        super().__init__()
+        self.prefix = output_dir.rstrip("/") + f"/{spec.name}/embeddings"
+        self.schema = embedding_schema(spec.embedding_dim)
+
+    def expand(self, tables):
+        return tables | "WriteParquet" >> beam.io.parquetio.WriteToParquetBatched(
+            self.prefix, self.schema, file_name_suffix=".parquet")
+
+
+class _OutcomesFn(beam.DoFn):
+    def __init__(self, models: Sequence[str]):
+        self.models = list(models)
+
+    def process(self, keyed):
+        source, grouped = keyed
+        records: list[FileRecord] = list(grouped["files"])
+        failures: list[Failure] = list(grouped["failures"])
+        counts: dict[str, int] = {}
+        for model, rows in grouped["counts"]:
+            counts[model] = counts.get(model, 0) + rows
+        record = records[0] if records else None
+        base = dict(duration_s=record.duration_s if record else None,
+                    sample_rate_hz=record.sample_rate_hz if record else None,
+                    channels=record.channels if record else None)
+        for model in self.models:
+            failure = next((f for f in failures if f.model in ("", model)), None)
+            written = counts.get(model, 0)
+            if failure is not None:
+                yield Outcome(source, model, FAILED, written, **base,
+                              error_class=failure.error_class, error=failure.error)
+            elif record is None:
+                yield Outcome(source, model, FAILED, written, **base,
+                              error_class="MissingRecord", error="file was never decoded")
+            elif record.expected[model] == 0:
+                yield Outcome(source, model, TOO_SHORT, 0, **base,
+                              error=f"{record.duration_s:.3f} s is shorter than one window")
+            elif written != record.expected[model]:
+                yield Outcome(source, model, FAILED, written, **base,
+                              error_class="RowCountMismatch",
+                              error=f"{written} rows written, {record.expected[model]} expected")
+            else:
+                yield Outcome(source, model, EMBEDDED, written, **base)
+
+
+class AccountOutcomes(beam.PTransform):
+    """Joins decode records, row counts and failures into exactly one Outcome per (file, model).
+
+    Input: a dict with ``files`` (FileRecord), ``failures`` (Failure) and ``counts``
+    (((source, model), rows)).
+    """
+
+    def __init__(self, models: Sequence[str]):
+        super().__init__()
+        self.models = list(models)
+
+    def expand(self, inputs):
+        keyed = {
+            "files": inputs["files"] | "KeyFiles" >> beam.Map(lambda r: (r.source, r)),
+            "failures": inputs["failures"] | "KeyFailures" >> beam.Map(lambda f: (f.source, f)),
+            "counts": inputs["counts"] | "SumRows" >> beam.CombinePerKey(sum)
+            | "KeyCounts" >> beam.Map(lambda kv: (kv[0][0], (kv[0][1], kv[1]))),
+        }
+        return (keyed | "JoinBySource" >> beam.CoGroupByKey()
+                | "DecideOutcome" >> beam.ParDo(_OutcomesFn(self.models)))
+
+
+class WriteOutcomes(beam.PTransform):
+    """Outcomes -> ``<output>/outcomes/outcomes-*.jsonl`` and failed ones to ``errors/``."""
+
+    def __init__(self, output_dir: str):
+        super().__init__()
+        self.output_dir = output_dir.rstrip("/")
+
+    def expand(self, outcomes):
+        lines = outcomes | "OutcomeJson" >> beam.Map(lambda o: json.dumps(o.to_dict()))
+        written = lines | "WriteOutcomeLines" >> beam.io.WriteToText(
+            f"{self.output_dir}/outcomes/outcomes", file_name_suffix=".jsonl")
+        errors = (outcomes | "OnlyFailed" >> beam.Filter(lambda o: o.status == FAILED)
+                  | "ErrorJson" >> beam.Map(lambda o: json.dumps(o.to_dict()))
+                  | "WriteErrorLines" >> beam.io.WriteToText(
+                      f"{self.output_dir}/errors/errors", file_name_suffix=".jsonl"))
+        return {"outcomes": written, "errors": errors}
