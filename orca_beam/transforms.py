@@ -68,7 +68,7 @@ class Progress:
         elapsed = max(now - cls._started, 1e-9)
         models = ", ".join(f"{k[4:]}={int(v)}" for k, v in sorted(counts.items())
                            if k.startswith("emb_"))
-        LOG.info("progress: %d files decoded (%.1f s of audio, %.1f audio s/s), %d failed; "
+        LOG.info("progress: %d files done (%.1f s of audio decoded, %.1f audio s/s), %d failed; "
                  "embeddings: %s", counts.get("files", 0), counts.get("audio_s", 0.0),
                  counts.get("audio_s", 0.0) / elapsed, counts.get("failed", 0), models or "none")
 
@@ -114,8 +114,10 @@ class _DecodeAndFrameFn(beam.DoFn):
                 spec, path, channel=-1 if self.channel is None else self.channel,
                 chunk_frames=default_chunk_frames(spec, self.chunk_s)) for spec in self.specs}
             rates = {spec.sample_rate_hz for spec in self.specs}
+            first_rate = min(rates)
             for blocks in iter_resampled_blocks(open_source(), rates, channel=self.channel,
                                                 name=path):
+                Progress.add(audio_s=len(blocks[first_rate]) / first_rate)
                 for spec in self.specs:
                     for piece in chunkers[spec.name].push(blocks[spec.sample_rate_hz]):
                         yield beam.pvalue.TaggedOutput(spec.name, piece)
@@ -134,7 +136,7 @@ class _DecodeAndFrameFn(beam.DoFn):
                     for spec in self.specs}
         self.files.inc()
         self.audio_ms.inc(int(info.duration_s * 1000))
-        Progress.add(files=1, audio_s=info.duration_s)
+        Progress.add(files=1)
         yield beam.pvalue.TaggedOutput(FILES_TAG, FileRecord(
             path, info.duration_s, info.sample_rate_hz, info.channels,
             -1 if self.channel is None else self.channel, expected))

@@ -115,6 +115,13 @@ def test_summary_file_and_outcomes_are_written(real_run):
     written = json.loads((output / "summary.json").read_text())
     assert written["files_matched"] == 15 and written["audio_s"] > 78
     assert written["audio_s_per_wall_s"] > 0
+    import pandas as pd  # the rows are readable with no project code
+
+    frame = pd.read_parquet(output / "yamnet")
+    assert list(frame.columns) == ["source", "channel", "start_s", "end_s", "model",
+                                   "model_version", "standin", "embedding"]
+    assert frame["embedding"].iloc[0].dtype == np.float32
+    assert len(frame) == summary["models"]["yamnet"]["embeddings"]
     outcomes = [json.loads(line) for f in (output / "outcomes").glob("*.jsonl")
                 for line in f.read_text().splitlines()]
     assert len(outcomes) == 15 * 3
