@@ -72,9 +72,9 @@ class OrcaModelHandler(ModelHandler):
 
     def run_inference(self, batch: Sequence[Piece], model: LoadedModel,
                       inference_args: dict | None = None) -> Iterable[PredictionResult]:
-        embeddings = model.runner.embed(list(batch))
-        return [PredictionResult(_without_samples(piece), rows, model.version_label)
-                for piece, rows in zip(batch, embeddings, strict=True)]
+        embeddings, thumbnails = model.runner.embed_with_thumbnails(list(batch))
+        return [PredictionResult(_without_samples(piece), (rows, images), model.version_label)
+                for piece, rows, images in zip(batch, embeddings, thumbnails, strict=True)]
 
     def get_num_bytes(self, batch: Sequence[Piece]) -> int:
         return sum(piece.samples.nbytes for piece in batch)

@@ -11,6 +11,58 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from orca_beam.models.registry import MODELS, ModelSpec, get_model_spec
 
 
+def add_projector_args(group) -> None:
+    """The projector-export flags, shared by pipelines.extract and pipelines.projector."""
+    group.add_argument(
+        "--projector_point", default="frame", choices=["frame", "file", "none"],
+        help="What one projector point is: one embedding (frame), the mean of a file's "
+             "embeddings (file), or none to skip the projector export. Default frame.")
+    group.add_argument(
+        "--projector_max_points", type=int, default=100_000,
+        help="Most points per projector (the projector's limit is 100000); above it a "
+             "seeded sample is kept and the summary says so.")
+    group.add_argument("--projector_seed", type=int, default=0,
+                       help="Seed of that sample. Default 0.")
+    group.add_argument("--projector_l2_normalize", action="store_true",
+                       help="L2-normalise every point's vector before writing.")
+    group.add_argument(
+        "--projector_tensor_format", default="tsv", choices=["tsv", "bytes"],
+        help="Tensor file the JSON config points at: tensors.tsv or little-endian float32 "
+             "tensors.bytes (much faster to load in the standalone projector). tensors.tsv is "
+             "always written (TensorBoard reads it).")
+    group.add_argument(
+        "--projector_base_url", default=None,
+        help="Prefix for every path in projector_config.json, e.g. "
+             "https://storage.googleapis.com/BUCKET/out/projector/yamnet (hosting).")
+
+
+def projector_kwargs(options) -> dict:
+    """``export_projector`` keyword arguments from parsed projector flags."""
+    return {"point": options.projector_point, "max_points": options.projector_max_points,
+            "seed": options.projector_seed, "l2_normalize": options.projector_l2_normalize,
+            "tensor_format": options.projector_tensor_format,
+            "base_url": options.projector_base_url}
+
+
+def projector_parser():
+    """argparse parser of ``python -m pipelines.projector`` (no Beam job: plain argparse, so
+    its --output does not collide with ExtractOptions in Beam's shared option registry)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.projector",
+        description="Embedding Projector files from existing embedding shards.")
+    parser.add_argument("--embeddings", required=True,
+                        help="Output folder of an extraction run (holds <model>/embeddings-*"
+                             ".parquet), local or gs://.")
+    parser.add_argument("--output", required=True,
+                        help="Folder for the projector files: <output>/<model>/...")
+    parser.add_argument("--model", action="append", default=None, choices=sorted(MODELS),
+                        help="Model(s) to export (repeatable). Default: every model found.")
+    add_projector_args(parser)
+    return parser
+
+
 class ExtractOptions(PipelineOptions):
     """Options of ``python -m pipelines.extract``."""
 
@@ -55,6 +107,11 @@ class ExtractOptions(PipelineOptions):
         group.add_argument(
             "--progress_interval_s", type=float, default=30.0,
             help="Seconds between progress log lines during a run. Default 30.")
+        add_projector_args(group)
+
+    def projector_kwargs(self) -> dict:
+        """Keyword arguments of ``export_projector`` from the projector flags."""
+        return projector_kwargs(self)
 
     def input_patterns(self) -> list[str]:
         """The --input values, in order, duplicates removed."""

@@ -13,6 +13,7 @@ model           string                                vggish / yamnet / humpback
 model_version   string                                ``<handle>@sha256:<16 hex>[+standin]``
 standin         bool                                  True: stand-in model, the vector is NOT real
 embedding       fixed_size_list<float32>[dim]         the embedding (128 / 1024 / 2048)
+thumbnail       fixed_size_binary[1024]               32x32 uint8 image of the patch the model saw
 =============== ===================================== ===============================================
 
 Outcome rows (``<output>/outcomes/outcomes-*.jsonl``), one per (input file, model): ``source``,
@@ -27,6 +28,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pyarrow as pa
+
+from orca_beam.projector.thumbnails import THUMB_PX
 
 EMBEDDED = "embedded"
 TOO_SHORT = "too_short"
@@ -45,13 +48,15 @@ def embedding_schema(dim: int) -> pa.Schema:
         ("model_version", pa.string()),
         ("standin", pa.bool_()),
         ("embedding", pa.list_(pa.float32(), dim)),
+        ("thumbnail", pa.binary(THUMB_PX * THUMB_PX)),
     ])
 
 
 def embedding_table(*, source: str, channel: int, start_s: np.ndarray, end_s: np.ndarray,
                     model: str, model_version: str, standin: bool,
-                    embeddings: np.ndarray) -> pa.Table:
-    """A table of ``len(embeddings)`` rows in :func:`embedding_schema` (embeddings [k, dim])."""
+                    embeddings: np.ndarray, thumbnails: np.ndarray) -> pa.Table:
+    """A table of ``len(embeddings)`` rows in :func:`embedding_schema` (embeddings [k, dim],
+    thumbnails [k, 32, 32] uint8)."""
     count, dim = embeddings.shape
     flat = pa.array(np.ascontiguousarray(embeddings, np.float32).reshape(-1), pa.float32())
     return pa.Table.from_arrays([
@@ -63,6 +68,8 @@ def embedding_table(*, source: str, channel: int, start_s: np.ndarray, end_s: np
         pa.array([model_version] * count, pa.string()),
         pa.array(np.full(count, standin, bool)),
         pa.FixedSizeListArray.from_arrays(flat, dim),
+        pa.array([bytes(t) for t in np.ascontiguousarray(thumbnails, np.uint8)],
+                 pa.binary(THUMB_PX * THUMB_PX)),
     ], schema=embedding_schema(dim))
 
 

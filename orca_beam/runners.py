@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from orca_beam.framing import Piece
-from orca_beam.models.registry import ModelSpec
+from orca_beam.models.registry import PATCH_FRAMES, ModelSpec
+from orca_beam.projector.thumbnails import to_image
 
 LOG = logging.getLogger(__name__)
 
@@ -99,6 +100,27 @@ class WaveformRunner:
         self.stats.frames_kept += sum(p.num_frames for p in pack)
         return out
 
+    def thumbnails(self, piece: Piece) -> np.ndarray:
+        """[num_frames, 32, 32] uint8 images of the log-mel patches the model sees in ``piece``."""
+        import tensorflow as tf
+
+        from orca_beam.models import frontends
+
+        need = required_samples(self.spec, piece)
+        samples = piece.samples[:need]
+        if len(samples) < need:  # YAMNet's zero-padded tail
+            samples = np.concatenate([samples, np.zeros(need - len(samples), np.float32)])
+        log_mel = frontends.log_mel(tf.constant(samples), self.spec.front_end,
+                                    self.spec.sample_rate_hz).numpy()
+        hop = self.spec.hop_samples // self.spec.front_end.stft_hop_samples
+        return np.stack([to_image(log_mel[j * hop:j * hop + PATCH_FRAMES])
+                         for j in range(piece.num_frames)])
+
+    def embed_with_thumbnails(self, pieces: Sequence[Piece]
+                              ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """:meth:`embed` plus one [num_frames, 32, 32] uint8 thumbnail array per piece."""
+        return self.embed(pieces), [self.thumbnails(piece) for piece in pieces]
+
     def embed(self, pieces: Sequence[Piece]) -> list[np.ndarray]:
         """Returns one float32 [num_frames, dim] array per piece, in order."""
         results: list[np.ndarray | None] = [None] * len(pieces)
@@ -143,13 +165,20 @@ class HumpbackRunner:
 
     def embed(self, pieces: Sequence[Piece]) -> list[np.ndarray]:
         """Returns one float32 [num_frames, 2048] array per piece, in order."""
+        return self.embed_with_thumbnails(pieces, thumbnails=False)[0]
+
+    def embed_with_thumbnails(self, pieces: Sequence[Piece], thumbnails: bool = True
+                              ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Embeddings per piece, plus [num_frames, 32, 32] uint8 PCEN thumbnails per piece."""
         import tensorflow as tf
 
         started = time.perf_counter()
         windows = [self.pcen_windows(piece) for piece in pieces]
         counts = [w.shape[0] for w in windows]
         if not windows:
-            return []
+            return [], []
+        images = ([np.stack([to_image(window) for window in piece_windows])
+                   for piece_windows in windows] if thumbnails else [])
         stacked = np.concatenate(windows)
         outputs = []
         for begin in range(0, stacked.shape[0], self.batch_windows):
@@ -160,7 +189,7 @@ class HumpbackRunner:
         self.stats.frames_computed += features.shape[0]
         self.stats.frames_kept += features.shape[0]
         self.stats.seconds_in_model += time.perf_counter() - started
-        return list(np.split(features, np.cumsum(counts)[:-1]))
+        return list(np.split(features, np.cumsum(counts)[:-1])), images
 
 
 def make_runner(spec: ModelSpec, model: Any, *, pack_s: float = DEFAULT_PACK_S,

@@ -169,7 +169,7 @@ class _ToTableFn(beam.DoFn):
 
     def process(self, result: PredictionResult):
         piece: Piece = result.example
-        embeddings = result.inference
+        embeddings, thumbnails = result.inference
         start_s, end_s = frame_times_s(self.spec, piece.first_frame, embeddings.shape[0],
                                        piece.file_samples)
         version = result.model_id or ""
@@ -178,7 +178,7 @@ class _ToTableFn(beam.DoFn):
         yield embedding_table(
             source=piece.source, channel=piece.channel, start_s=start_s, end_s=end_s,
             model=self.spec.name, model_version=version, standin=version.endswith("+standin"),
-            embeddings=embeddings)
+            embeddings=embeddings, thumbnails=thumbnails)
         yield beam.pvalue.TaggedOutput("counts", ((piece.source, self.spec.name),
                                                   embeddings.shape[0]))
 
@@ -226,6 +226,33 @@ class WriteEmbeddings(beam.PTransform):
     def expand(self, tables):
         return tables | "WriteParquet" >> beam.io.parquetio.WriteToParquetBatched(
             self.prefix, self.schema, file_name_suffix=".parquet")
+
+
+class ExportProjector(beam.PTransform):
+    """Final stage: the written shard names of one model -> its Embedding Projector files."""
+
+    def __init__(self, out_dir: str, name: str, export_kwargs: dict):
+        super().__init__()
+        self.out_dir = out_dir
+        self.name = name
+        self.export_kwargs = export_kwargs
+
+    def expand(self, shard_names):
+        out_dir, name, kwargs = self.out_dir, self.name, self.export_kwargs
+
+        def export(paths):
+            from orca_beam.projector.export import export_shards
+
+            if not paths:
+                LOG.warning("%s: no embeddings, no projector files", name)
+                return {"name": name, "points": 0}
+            summary = export_shards(paths, out_dir, name, **kwargs)
+            LOG.info("projector %s: %d points x %d written to %s", name, summary["points"],
+                     summary["dimension"], out_dir)
+            return summary
+
+        return (shard_names | "AllShards" >> beam.combiners.ToList()
+                | "WriteProjectorFiles" >> beam.Map(export))
 
 
 class _OutcomesFn(beam.DoFn):

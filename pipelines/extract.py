@@ -17,6 +17,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from orca_beam.models.loading import model_version
 from orca_beam.options import ExtractOptions
+from orca_beam.projector.export import projector_dir
 from orca_beam.summary import format_summary, read_jsonl, summarise, write_summary
 from orca_beam.transforms import (
     FAILURES_TAG,
@@ -24,6 +25,7 @@ from orca_beam.transforms import (
     AccountOutcomes,
     DecodeAndFrame,
     EmbedWithModel,
+    ExportProjector,
     MatchAudioFiles,
     Progress,
     WriteEmbeddings,
@@ -54,7 +56,10 @@ def build(pipeline: beam.Pipeline, options: ExtractOptions, handles: dict[str, s
     for spec in specs:
         embedded = decoded[spec.name] | f"Embed_{spec.name}" >> EmbedWithModel(
             spec, handles[spec.name], pack_s=options.pack_s, batch_windows=options.batch_windows)
-        embedded["tables"] | f"Write_{spec.name}" >> WriteEmbeddings(options.output, spec)
+        shards = embedded["tables"] | f"Write_{spec.name}" >> WriteEmbeddings(options.output, spec)
+        if options.projector_point != "none":
+            shards | f"Projector_{spec.name}" >> ExportProjector(
+                projector_dir(options.output, spec.name), spec.name, options.projector_kwargs())
         counts.append(embedded["counts"])
         failures.append(embedded["failures"])
     outcomes = {

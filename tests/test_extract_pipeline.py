@@ -119,7 +119,7 @@ def test_summary_file_and_outcomes_are_written(real_run):
 
     frame = pd.read_parquet(output / "yamnet")
     assert list(frame.columns) == ["source", "channel", "start_s", "end_s", "model",
-                                   "model_version", "standin", "embedding"]
+                                   "model_version", "standin", "embedding", "thumbnail"]
     assert frame["embedding"].iloc[0].dtype == np.float32
     assert len(frame) == summary["models"]["yamnet"]["embeddings"]
     outcomes = [json.loads(line) for f in (output / "outcomes").glob("*.jsonl")

@@ -1,0 +1,1 @@
+"""Embedding Projector export: thumbnails, sprite geometry, and the four projector files."""
