@@ -127,3 +127,18 @@ def test_one_point_per_file_is_the_mean(tmp_path):
     np.testing.assert_allclose(values[0], vectors[:10].mean(axis=0), rtol=1e-6)
     meta = (tmp_path / "metadata.tsv").read_text().splitlines()
     assert len(meta) == 4 and meta[1].split("\t")[3] == f"{9 * 0.48 + 0.975:.3f}"
+
+
+def test_one_point_per_labelled_segment_carries_label_columns(tmp_path):
+    rows = make_rows(12, sources=2)
+    segment = [f"seg{i // 3}" for i in range(12)]  # four segments of three frames
+    rows = rows.append_column("segment_id", pa.array(segment))
+    rows = rows.append_column("call_type", pa.array([f"S{i // 3:02d}\tx" for i in range(12)]))
+    summary = export_projector(rows, str(tmp_path), "yamnet", point="segment",
+                               extra_columns=["call_type"])
+    assert summary["points"] == 4
+    values = np.loadtxt(tmp_path / "tensors.tsv", ndmin=2)
+    vectors = np.asarray(rows.column("embedding").to_pylist())
+    np.testing.assert_allclose(values[1], vectors[3:6].mean(axis=0), rtol=1e-6)
+    meta = (tmp_path / "metadata.tsv").read_text().splitlines()
+    assert meta[0].split("\t")[-1] == "call_type" and meta[2].split("\t")[-1] == "S01 x"
