@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from orca_beam.audio import Source, load_audio
-from orca_beam.framing import Chunker, default_chunk_frames, frame_times_s
+from orca_beam.framing import Chunker, default_chunk_frames, frame_times_s, num_frames
 from orca_beam.models.loading import ModelVersion, load_model
 from orca_beam.models.registry import ModelSpec, get_model_spec
 from orca_beam.runners import DEFAULT_PACK_S, make_runner
@@ -62,8 +62,6 @@ def representation(spec: ModelSpec, model, waveform: np.ndarray) -> np.ndarray:
     if spec.interface == "humpback":
         return model.front_end(tf.constant(waveform[None, :, None], tf.float32)).numpy()[0]
     if spec.interface == "yamnet":
-        from orca_beam.framing import num_frames
-
         count = num_frames(spec, len(waveform))
         padded_len = max(len(waveform), (count - 1) * spec.hop_samples + spec.window_samples)
         waveform = np.concatenate([waveform, np.zeros(padded_len - len(waveform), np.float32)])

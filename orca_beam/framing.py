@@ -83,10 +83,6 @@ class Piece:
     file_samples: int | None = None
     is_last: bool = False
 
-    def key(self) -> tuple[str, str, int]:
-        """Stable identity of the piece: (source, model, first_frame)."""
-        return (self.source, self.model, self.first_frame)
-
 
 def default_chunk_frames(spec: ModelSpec, chunk_s: float) -> int:
     """Embeddings per piece so that one piece holds about ``chunk_s`` seconds of audio."""

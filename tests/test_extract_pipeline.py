@@ -47,7 +47,6 @@ def read_rows(output: Path, model: str) -> dict[str, dict[str, np.ndarray]]:
 
 @pytest.fixture(scope="module")
 def real_run(standin_dir, orca_calls, tmp_path_factory):
-    inputs = tmp_path_factory.mktemp("real_inputs")
     catalog = sorted((orca_calls / "catalog").glob("*.wav"))[::12]  # 12 clips, all rates
     output = tmp_path_factory.mktemp("real_output")
     summary = extract.run([
@@ -57,7 +56,6 @@ def real_run(standin_dir, orca_calls, tmp_path_factory):
     ])
     sources = sorted(str(p) for p in (orca_calls / "hydrophone").glob("*.wav")) + [
         str(c) for c in catalog]
-    del inputs
     return output, summary, sources
 
 
