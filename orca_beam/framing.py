@@ -69,7 +69,8 @@ class Piece:
     ``samples`` starts at sample ``offset_samples`` of the file. The piece yields embeddings
     ``first_frame .. first_frame + num_frames - 1`` of the whole-file grid. For humpback the first
     ``warmup_units`` front-end frames of the piece are warm-up only. ``file_samples`` is the file's
-    total length at this rate when known (always on the last piece).
+    total length at this rate when known (always on the last piece). ``tag`` is carried through
+    inference untouched (segments mode: the segment and its window).
     """
 
     source: str
@@ -82,6 +83,7 @@ class Piece:
     samples: np.ndarray = field(repr=False)
     file_samples: int | None = None
     is_last: bool = False
+    tag: object = None
 
 
 def default_chunk_frames(spec: ModelSpec, chunk_s: float) -> int:

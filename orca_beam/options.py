@@ -14,9 +14,11 @@ from orca_beam.models.registry import MODELS, ModelSpec, get_model_spec
 def add_projector_args(group) -> None:
     """The projector-export flags, shared by pipelines.extract and pipelines.projector."""
     group.add_argument(
-        "--projector_point", default="frame", choices=["frame", "file", "none"],
-        help="What one projector point is: one embedding (frame), the mean of a file's "
-             "embeddings (file), or none to skip the projector export. Default frame.")
+        "--projector_point", default="frame", choices=["frame", "file", "segment", "none"],
+        help="What one projector point is: one row (frame; in segments mode one row is one "
+             "pooled segment), the mean of a file's rows (file), the mean of a segment's rows "
+             "(segment, for --pooling frames), or none to skip the projector export. "
+             "Default frame.")
     group.add_argument(
         "--projector_max_points", type=int, default=100_000,
         help="Most points per projector (the projector's limit is 100000); above it a "
@@ -105,6 +107,29 @@ class ExtractOptions(PipelineOptions):
             "--batch_windows", type=int, default=32,
             help="Humpback: 3.9 s windows per features() call (batch size). Default 32.")
         group.add_argument(
+            "--annotations", default=None,
+            help="Segments mode: an annotation table (TSV/CSV, local or gs://) of calls; --input "
+                 "is then the audio root folder its file names are relative to. One pooled "
+                 "embedding per annotated call, every annotation column carried as metadata.")
+        group.add_argument(
+            "--annotations_config", default=None,
+            help="Column mapping of --annotations (YAML). Default configs/orcaml.yaml (Orcaml / "
+                 "Pod.Cast annotations.tsv).")
+        group.add_argument(
+            "--pooling", default="mean", choices=["mean", "max", "frames"],
+            help="Segments mode: one vector per segment as the mean (default) or max of its "
+                 "frame embeddings, or keep every frame (one row per frame).")
+        group.add_argument(
+            "--negatives", type=int, default=0,
+            help="Segments mode: up to N call-free windows per file, sampled (seeded) from time "
+                 "no annotation covers, labelled kind=negative. Default 0.")
+        group.add_argument(
+            "--negative_s", type=float, default=3.0,
+            help="Seconds of each negative window. Default 3.")
+        group.add_argument(
+            "--negatives_seed", type=int, default=0,
+            help="Seed of the negative sampling (per file, independent of order). Default 0.")
+        group.add_argument(
             "--progress_interval_s", type=float, default=30.0,
             help="Seconds between progress log lines during a run. Default 30.")
         add_projector_args(group)
@@ -147,5 +172,13 @@ class ExtractOptions(PipelineOptions):
             raise ValueError("--output is required (a local or gs:// directory)")
         if self.chunk_s <= 0 or self.pack_s <= 0 or self.batch_windows < 1:
             raise ValueError("--chunk_s and --pack_s must be > 0, --batch_windows >= 1")
+        if self.annotations:
+            if len(self.input_patterns()) != 1:
+                raise ValueError("with --annotations, give exactly one --input: the audio root "
+                                 "folder the annotation file names are relative to")
+            if self.negatives < 0 or self.negative_s <= 0:
+                raise ValueError("--negatives must be >= 0 and --negative_s > 0")
+        elif self.projector_point == "segment":
+            raise ValueError("--projector_point segment needs --annotations (segments mode)")
         self.model_specs()
         self.model_handles()

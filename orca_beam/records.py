@@ -95,6 +95,7 @@ class Failure:
     stage: str  # "decode" | "inference"
     error_class: str
     error: str
+    segment_id: str = ""  # segments mode: the segment whose inference failed
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,84 @@ class Outcome:
     channels: int | None
     error_class: str = ""
     error: str = ""
+
+    def to_dict(self) -> dict:
+        """Plain dict for JSON."""
+        return asdict(self)
+
+
+#: Columns every segment row has, before the annotation's own columns.
+SEGMENT_BASE_COLUMNS = (
+    "source", "channel", "segment_id", "kind", "start_s", "end_s", "segment_start_s",
+    "segment_end_s", "frame_index", "frames", "pooling", "window_start_s", "window_end_s",
+    "zero_padded_s", "model", "model_version", "standin", "embedding", "thumbnail")
+
+
+def annotation_field_names(columns: list[str]) -> list[str]:
+    """Parquet/metadata names of annotation columns: unchanged, unless a name collides with a
+    segment row's own column, which then gets the prefix ``annotation_``."""
+    return [f"annotation_{c}" if c in SEGMENT_BASE_COLUMNS else c for c in columns]
+
+
+def segment_schema(dim: int, annotation_columns: list[str]) -> pa.Schema:
+    """Arrow schema of segment rows (``<output>/<model>/segments-*.parquet``).
+
+    One row per segment (pooled: ``frame_index`` -1) or per frame (``--pooling frames``).
+    ``start_s``/``end_s``: the row's span (the segment, or the frame); ``segment_start_s``/
+    ``segment_end_s``: the annotated (or negative) span; ``window_start_s``/``window_end_s``: the
+    audio the model saw (may pass the file's edges; ``zero_padded_s`` of it were zeros); then every
+    annotation column as text, unchanged (see :func:`annotation_field_names`)."""
+    return pa.schema([
+        ("source", pa.string()), ("channel", pa.int32()), ("segment_id", pa.string()),
+        ("kind", pa.string()), ("start_s", pa.float64()), ("end_s", pa.float64()),
+        ("segment_start_s", pa.float64()), ("segment_end_s", pa.float64()),
+        ("frame_index", pa.int32()), ("frames", pa.int32()), ("pooling", pa.string()),
+        ("window_start_s", pa.float64()), ("window_end_s", pa.float64()),
+        ("zero_padded_s", pa.float64()), ("model", pa.string()), ("model_version", pa.string()),
+        ("standin", pa.bool_()), ("embedding", pa.list_(pa.float32(), dim)),
+        ("thumbnail", pa.binary(THUMB_PX * THUMB_PX)),
+        *[(name, pa.string()) for name in annotation_field_names(annotation_columns)],
+    ])
+
+
+def segment_table(schema: pa.Schema, rows: list[dict], embeddings: np.ndarray,
+                  thumbnails: np.ndarray) -> pa.Table:
+    """A table in ``schema`` (from :func:`segment_schema`): ``rows`` hold every column but
+    ``embedding`` [k, dim] and ``thumbnail`` [k, 32, 32] uint8, which come as arrays."""
+    count, dim = embeddings.shape
+    arrays = []
+    for item in schema:
+        if item.name == "embedding":
+            flat = pa.array(np.ascontiguousarray(embeddings, np.float32).reshape(-1), pa.float32())
+            arrays.append(pa.FixedSizeListArray.from_arrays(flat, dim))
+        elif item.name == "thumbnail":
+            arrays.append(pa.array([bytes(t) for t in np.ascontiguousarray(thumbnails, np.uint8)],
+                                   item.type))
+        else:
+            arrays.append(pa.array([row[item.name] for row in rows], item.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+@dataclass(frozen=True)
+class SegmentOutcome:
+    """The one outcome of one segment (an annotation row, or a sampled negative).
+
+    ``status``: ``embedded`` | ``rejected`` (``reason`` says why) | ``no_call`` (the row marks a
+    call-free file) | ``failed`` (inference raised). ``frames``: model -> frames embedded.
+    """
+
+    segment_id: str
+    row: int | None
+    kind: str
+    wav_filename: str
+    source: str
+    status: str
+    reason: str = ""
+    detail: str = ""
+    start_s: float | None = None
+    end_s: float | None = None
+    file_duration_s: float | None = None
+    frames: dict | None = None
 
     def to_dict(self) -> dict:
         """Plain dict for JSON."""

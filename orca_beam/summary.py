@@ -70,3 +70,56 @@ def write_summary(output_dir: str, summary: dict) -> str:
     with FileSystems.create(path) as handle:
         handle.write((json.dumps(summary, indent=2) + "\n").encode())
     return path
+
+
+def summarise_segments(outcomes: list[dict], models: list[str], wall_s: float) -> dict:
+    """Summary dict of a segments run: annotation rows by status (they add up to the rows read),
+    rejects by reason, negatives, segments and frames embedded per model, seconds of audio in
+    the files read, wall time."""
+    calls = [o for o in outcomes if o["kind"] == "call"]
+    negatives = [o for o in outcomes if o["kind"] == "negative"]
+    durations = {o["source"]: o["file_duration_s"] for o in outcomes
+                 if o["file_duration_s"] is not None}
+    audio_s = float(sum(durations.values()))
+    per_model = {}
+    for model in models:
+        done = [o for o in outcomes if o["status"] == EMBEDDED]
+        per_model[model] = {
+            "segments": len(done),
+            "frames": sum((o["frames"] or {}).get(model, 0) for o in done),
+        }
+    return {
+        "annotation_rows": len(calls),
+        "rows_by_status": dict(sorted(Counter(o["status"] for o in calls).items())),
+        "rejected_by_reason": dict(sorted(Counter(o["reason"] for o in calls
+                                                  if o["status"] == "rejected").items())),
+        "negatives_embedded": sum(1 for o in negatives if o["status"] == EMBEDDED),
+        "negatives_failed": sum(1 for o in negatives if o["status"] != EMBEDDED),
+        "files_read": len(durations),
+        "audio_s": round(audio_s, 3),
+        "wall_s": round(wall_s, 3),
+        "audio_s_per_wall_s": round(audio_s / wall_s, 2) if wall_s > 0 else None,
+        "models": per_model,
+        "not_embedded": [{k: o[k] for k in ("segment_id", "wav_filename", "status", "reason",
+                                            "detail")}
+                         for o in outcomes if o["status"] in (FAILED, "rejected")],
+    }
+
+
+def format_segment_summary(summary: dict) -> str:
+    """Human-readable lines for the end of a segments run."""
+    status = ", ".join(f"{k} {v}" for k, v in summary["rows_by_status"].items()) or "none"
+    lines = [f"annotation rows {summary['annotation_rows']}: {status}; negatives embedded "
+             f"{summary['negatives_embedded']}; {summary['files_read']} files, "
+             f"{summary['audio_s']:.1f} s of audio in {summary['wall_s']:.1f} s wall"]
+    if summary["rejected_by_reason"]:
+        lines.append("  rejected: " + ", ".join(
+            f"{k} {v}" for k, v in summary["rejected_by_reason"].items()))
+    for model, counts in summary["models"].items():
+        lines.append(f"  {model}: {counts['segments']} segments, {counts['frames']} frames")
+    for item in summary["not_embedded"][:20]:
+        lines.append(f"  {item['status'].upper()} {item['segment_id']} {item['wav_filename']}: "
+                     f"{item['reason']}: {item['detail']}")
+    if len(summary["not_embedded"]) > 20:
+        lines.append(f"  ... and {len(summary['not_embedded']) - 20} more in segments/")
+    return "\n".join(lines)

@@ -188,27 +188,31 @@ def _failed_batch_to_failures(model: str):
         batch, exc = failed
         error = exc[1] if isinstance(exc, tuple) else exc
         for piece in batch:
-            yield Failure(piece.source, model, "inference", type(error).__name__, str(error))
+            yield Failure(piece.source, model, "inference", type(error).__name__, str(error),
+                          getattr(piece.tag, "segment_id", ""))
     return expand
 
 
 class EmbedWithModel(beam.PTransform):
     """Pieces of one model -> RunInference -> tagged outputs: ``tables`` (pyarrow Tables of
     embedding rows), ``counts`` (((source, model), rows)) and ``failures`` (Failure per piece
-    whose batch raised)."""
+    whose batch raised). ``to_rows`` replaces the DoFn that turns results into tables and counts
+    (segments mode passes ``SegmentRowsFn``)."""
 
-    def __init__(self, spec: ModelSpec, handle: str, *, pack_s: float, batch_windows: int):
+    def __init__(self, spec: ModelSpec, handle: str, *, pack_s: float, batch_windows: int,
+                 to_rows: beam.DoFn | None = None):
         super().__init__()
         self.spec = spec
         self.handle = handle
         self.pack_s = pack_s
         self.batch_windows = batch_windows
+        self.to_rows = to_rows or _ToTableFn(spec)
 
     def expand(self, pieces):
         handler = OrcaModelHandler(self.spec, self.handle, pack_s=self.pack_s,
                                    batch_windows=self.batch_windows)
         main, dead = pieces | "RunInference" >> RunInference(handler).with_exception_handling()
-        tables = main | "ToRows" >> beam.ParDo(_ToTableFn(self.spec)).with_outputs(
+        tables = main | "ToRows" >> beam.ParDo(self.to_rows).with_outputs(
             "counts", main="tables")
         failures = dead.failed_inferences | "FailedBatches" >> beam.FlatMap(
             _failed_batch_to_failures(self.spec.name))
@@ -312,19 +316,29 @@ class AccountOutcomes(beam.PTransform):
                 | "DecideOutcome" >> beam.ParDo(_OutcomesFn(self.models)))
 
 
-class WriteOutcomes(beam.PTransform):
-    """Outcomes -> ``<output>/outcomes/outcomes-*.jsonl`` and failed ones to ``errors/``."""
+def _is_failed(outcome) -> bool:
+    return outcome.status == FAILED
 
-    def __init__(self, output_dir: str):
+
+class WriteOutcomes(beam.PTransform):
+    """Outcomes (anything with ``to_dict`` and ``status``) -> JSON lines in
+    ``<output>/<outcomes_dir>/outcomes-*.jsonl``; those ``is_error`` picks (default: failed) also
+    to ``<output>/<errors_dir>/errors-*.jsonl``."""
+
+    def __init__(self, output_dir: str, *, outcomes_dir: str = "outcomes",
+                 errors_dir: str = "errors", is_error=_is_failed):
         super().__init__()
         self.output_dir = output_dir.rstrip("/")
+        self.outcomes_dir = outcomes_dir
+        self.errors_dir = errors_dir
+        self.is_error = is_error
 
     def expand(self, outcomes):
         lines = outcomes | "OutcomeJson" >> beam.Map(lambda o: json.dumps(o.to_dict()))
         written = lines | "WriteOutcomeLines" >> beam.io.WriteToText(
-            f"{self.output_dir}/outcomes/outcomes", file_name_suffix=".jsonl")
-        errors = (outcomes | "OnlyFailed" >> beam.Filter(lambda o: o.status == FAILED)
+            f"{self.output_dir}/{self.outcomes_dir}/outcomes", file_name_suffix=".jsonl")
+        errors = (outcomes | "OnlyErrors" >> beam.Filter(self.is_error)
                   | "ErrorJson" >> beam.Map(lambda o: json.dumps(o.to_dict()))
                   | "WriteErrorLines" >> beam.io.WriteToText(
-                      f"{self.output_dir}/errors/errors", file_name_suffix=".jsonl"))
+                      f"{self.output_dir}/{self.errors_dir}/errors", file_name_suffix=".jsonl"))
         return {"outcomes": written, "errors": errors}

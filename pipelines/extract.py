@@ -3,6 +3,12 @@
     python -m pipelines.extract --runner=DirectRunner --input 'recordings/*.wav' --output out/ \
         --model yamnet [--model vggish --model humpback] [--model_handle yamnet=/models/yamnet]
 
+Segments mode (``--annotations``): one pooled embedding per annotated call, --input is the audio
+root:
+
+    python -m pipelines.extract --runner=DirectRunner --input orcaml/wav \
+        --annotations orcaml/annotations.tsv --output out/ [--negatives 2]
+
 ``--help`` lists every option with its unit.
 """
 
@@ -15,10 +21,28 @@ import time
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from orca_beam.annotations import REJECTED, load_mapping, parse_annotations
 from orca_beam.models.loading import model_version
 from orca_beam.options import ExtractOptions
 from orca_beam.projector.export import projector_dir
-from orca_beam.summary import format_summary, read_jsonl, summarise, write_summary
+from orca_beam.records import FAILED
+from orca_beam.segments import (
+    OUTCOMES_TAG,
+    PLANNED_TAG,
+    AccountSegments,
+    CutSegments,
+    SegmentRowsFn,
+    WriteSegments,
+    group_by_file,
+)
+from orca_beam.summary import (
+    format_segment_summary,
+    format_summary,
+    read_jsonl,
+    summarise,
+    summarise_segments,
+    write_summary,
+)
 from orca_beam.transforms import (
     FAILURES_TAG,
     FILES_TAG,
@@ -70,12 +94,66 @@ def build(pipeline: beam.Pipeline, options: ExtractOptions, handles: dict[str, s
     outcomes | "WriteOutcomes" >> WriteOutcomes(options.output)
 
 
+def read_annotations(options: ExtractOptions):
+    """(header, rows) of --annotations (local or gs://) under the --annotations_config mapping."""
+    mapping = load_mapping(options.annotations_config)
+    if not FileSystems.exists(options.annotations):
+        raise ValueError(f"--annotations {options.annotations!r} does not exist")
+    with FileSystems.open(options.annotations) as handle:
+        text = handle.read().decode("utf-8-sig")
+    header, rows = parse_annotations(text, mapping, options.annotations)
+    return mapping, header, rows
+
+
+def _is_not_embedded(outcome) -> bool:
+    return outcome.status in (REJECTED, FAILED)
+
+
+def build_segments(pipeline: beam.Pipeline, options: ExtractOptions, handles: dict[str, str],
+                   annotations) -> None:
+    """Adds the segments-mode stages to ``pipeline``: annotation rows grouped per file -> cut ->
+    RunInference per model -> pooled segment rows -> Parquet, projector, one outcome per row."""
+    mapping, header, rows = annotations
+    specs = options.model_specs()
+    root = options.input_patterns()[0].rstrip("/")
+    groups = pipeline | "ListAnnotatedFiles" >> beam.Create(group_by_file(rows), reshuffle=False)
+    cut = groups | "CutSegments" >> CutSegments(
+        specs, mapping, root, channel=options.channel, negatives=options.negatives,
+        negative_s=options.negative_s, seed=options.negatives_seed)
+    counts, failures = [], []
+    for spec in specs:
+        embedded = cut[spec.name] | f"Embed_{spec.name}" >> EmbedWithModel(
+            spec, handles[spec.name], pack_s=options.pack_s, batch_windows=options.batch_windows,
+            to_rows=SegmentRowsFn(spec, options.pooling, header))
+        shards = embedded["tables"] | f"Write_{spec.name}" >> WriteSegments(
+            options.output, spec, header)
+        if options.projector_point != "none":
+            shards | f"Projector_{spec.name}" >> ExportProjector(
+                projector_dir(options.output, spec.name), spec.name, options.projector_kwargs())
+        counts.append(embedded["counts"])
+        failures.append(embedded["failures"])
+    outcomes = {
+        "planned": cut[PLANNED_TAG], "outcomes": cut[OUTCOMES_TAG],
+        "counts": counts | "AllCounts" >> beam.Flatten(),
+        "failures": failures | "AllFailures" >> beam.Flatten(),
+    } | "AccountSegments" >> AccountSegments([spec.name for spec in specs])
+    outcomes | "WriteSegmentOutcomes" >> WriteOutcomes(
+        options.output, outcomes_dir="segments", errors_dir="segments_rejected",
+        is_error=_is_not_embedded)
+
+
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict:
     """Parses ``argv``, runs the pipeline to completion, writes and returns the summary dict."""
     options = ExtractOptions(argv if argv is not None else sys.argv[1:])
     options.validate()
     Progress.interval_s = options.progress_interval_s
-    matched = check_inputs(options.input_patterns())
+    annotations = None
+    if options.annotations:
+        annotations = read_annotations(options)
+        LOG.info("%d annotation rows over %d files, audio root %s", len(annotations[2]),
+                 len(group_by_file(annotations[2])), options.input_patterns()[0])
+    else:
+        matched = check_inputs(options.input_patterns())
     handles = options.model_handles()
     specs = options.model_specs()
     for spec in specs:
@@ -83,13 +161,23 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         LOG.info("model %s: %s%s", spec.name, version.label,
                  "  (STAND-IN: random weights, embeddings are not real)" if version.standin
                  else "")
-    LOG.info("%d files matched by %s", matched, options.input_patterns())
     started = time.perf_counter()
     pipeline = test_pipeline or beam.Pipeline(options=options)
-    build(pipeline, options, handles)
+    if annotations is not None:
+        build_segments(pipeline, options, handles, annotations)
+    else:
+        LOG.info("%d files matched by %s", matched, options.input_patterns())
+        build(pipeline, options, handles)
     result = pipeline.run()
     result.wait_until_finish()
     wall_s = time.perf_counter() - started
+    if annotations is not None:
+        outcomes = read_jsonl(options.output.rstrip("/") + "/segments/outcomes-*.jsonl")
+        summary = summarise_segments(outcomes, [spec.name for spec in specs], wall_s)
+        path = write_summary(options.output, summary)
+        print(format_segment_summary(summary))
+        print(f"summary: {path}")
+        return summary
     outcomes = read_jsonl(options.output.rstrip("/") + "/outcomes/outcomes-*.jsonl")
     summary = summarise(outcomes, [spec.name for spec in specs], wall_s)
     path = write_summary(options.output, summary)

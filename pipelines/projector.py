@@ -2,7 +2,8 @@
 
     python -m pipelines.projector --embeddings out/ --output out/projector [--model yamnet]
 
-Writes <output>/<model>/{tensors.tsv, metadata.tsv, sprite.png, projector_config.json,
+Reads ``<model>/segments-*.parquet`` (segments mode) where present, else
+``<model>/embeddings-*.parquet``. Writes <output>/<model>/{tensors.tsv, metadata.tsv, sprite.png, projector_config.json,
 projector_config.pbtxt}; view with ``tensorboard --logdir <output>/<model>``.
 """
 
@@ -27,8 +28,11 @@ def run(argv: list[str] | None = None) -> list[dict]:
     root = options.embeddings.rstrip("/")
     summaries = []
     for model in options.model or sorted(MODELS):
+        # segments mode writes segments-*, file mode embeddings-*; a folder holds one or the other
         shards = [m.path for m in FileSystems.match(
-            [f"{root}/{model}/embeddings-*.parquet"])[0].metadata_list]
+            [f"{root}/{model}/segments-*.parquet"])[0].metadata_list] or [
+            m.path for m in FileSystems.match(
+                [f"{root}/{model}/embeddings-*.parquet"])[0].metadata_list]
         if not shards:
             if options.model:
                 raise ValueError(f"no {model} embeddings under {root}/{model}/")

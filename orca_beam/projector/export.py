@@ -34,6 +34,10 @@ MAX_SPRITE_PX = 8192
 MAX_THUMB_PX = 64
 POINT_KINDS = ("frame", "file", "segment")
 BASE_COLUMNS = ("point", "source", "start_s", "end_s", "clip", "model_version")
+#: Row columns never copied to the metadata as extra columns (vectors, images, or already shown).
+NOT_METADATA = {"embedding", "thumbnail", "source", "start_s", "end_s", "model_version", "model",
+                "standin", "channel", "pooling", "window_start_s", "window_end_s",
+                "segment_start_s", "segment_end_s", "frame_index"}
 
 
 @dataclass
@@ -72,13 +76,23 @@ def _fmt_seconds(value: float) -> str:
     return f"{value:.3f}"
 
 
+def default_extra_columns(table: pa.Table) -> list[str]:
+    """Row columns shown as metadata beside the base ones: every column that is not a vector,
+    an image or already shown (segments mode: segment_id, kind, frames, zero_padded_s and every
+    annotation column; file mode: none)."""
+    return [name for name in table.column_names if name not in NOT_METADATA]
+
+
 def points_from_rows(table: pa.Table, point: str = "frame",
-                     extra_columns: Sequence[str] = ()) -> Points:
-    """Rows -> points, sorted by (source, start_s, end_s). ``point``: "frame" (one per row),
-    "file" (mean of a file's rows; thumbnails joined in time), "segment" (mean per distinct
-    ``segment_id`` column). ``extra_columns`` (label columns the rows carry) go to the metadata."""
+                     extra_columns: Sequence[str] | None = None) -> Points:
+    """Rows -> points, sorted by (source, start_s, end_s[, segment_id]). ``point``: "frame" (one
+    per row), "file" (mean of a file's rows; thumbnails joined in time), "segment" (mean per
+    distinct ``segment_id`` column). ``extra_columns`` (label columns the rows carry; default
+    :func:`default_extra_columns`) go to the metadata, from each point's first row."""
     if point not in POINT_KINDS:
         raise ValueError(f"point must be one of {POINT_KINDS}, got {point!r}")
+    if extra_columns is None:
+        extra_columns = default_extra_columns(table)
     data = table.to_pydict()
     count = table.num_rows
     dim = table.schema.field("embedding").type.list_size
@@ -86,8 +100,9 @@ def points_from_rows(table: pa.Table, point: str = "frame",
                          np.float32).reshape(count, dim)
     thumbs = np.frombuffer(b"".join(data["thumbnail"]), np.uint8).reshape(
         count, THUMB_PX, THUMB_PX) if count else np.zeros((0, THUMB_PX, THUMB_PX), np.uint8)
+    ids = data.get("segment_id", [""] * count)
     order = sorted(range(count), key=lambda i: (data["source"][i], data["start_s"][i],
-                                                data["end_s"][i]))
+                                                data["end_s"][i], ids[i]))
     if point == "frame":
         groups = [[i] for i in order]
     else:
@@ -147,7 +162,7 @@ def sprite_png(thumbnails: np.ndarray) -> tuple[bytes, int]:
 
 
 def export_projector(table: pa.Table, out_dir: str, name: str, *, point: str = "frame",
-                     extra_columns: Sequence[str] = (), max_points: int = MAX_POINTS,
+                     extra_columns: Sequence[str] | None = None, max_points: int = MAX_POINTS,
                      seed: int = 0, l2_normalize: bool = False, tensor_format: str = "tsv",
                      base_url: str | None = None) -> dict:
     """Writes the projector files for one model's rows into ``out_dir`` (local or gs://).
