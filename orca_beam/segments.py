@@ -1,7 +1,7 @@
 """Segments mode: annotation rows -> one pooled embedding per call (and per sampled negative).
 
 ``CutSegments`` -> ``EmbedWithModel`` (the same RunInference stage as file mode, with
-``SegmentRowsFn`` turning each result into rows) -> ``WriteSegments``; ``AccountSegments`` gives
+``SegmentRowsFn`` turning each result into rows) -> ``WriteEmbeddings`` (``segments-*``); ``AccountSegments`` gives
 every annotation row and negative exactly one :class:`~orca_beam.records.SegmentOutcome`.
 
 Each file is decoded once (one streaming pass, every model rate) for all of its segments; only the
@@ -272,19 +272,6 @@ class SegmentRowsFn(beam.DoFn):
         yield segment_table(segment_schema(self.spec.embedding_dim, self.annotation_columns),
                             rows, vectors, images)
         yield beam.pvalue.TaggedOutput("counts", ((segment.segment_id, self.spec.name), count))
-
-
-class WriteSegments(beam.PTransform):
-    """Segment tables of one model -> ``<output>/<model>/segments-SSSSS-of-NNNNN.parquet``."""
-
-    def __init__(self, output_dir: str, spec: ModelSpec, annotation_columns: list[str]):
-        super().__init__()
-        self.prefix = output_dir.rstrip("/") + f"/{spec.name}/segments"
-        self.schema = segment_schema(spec.embedding_dim, annotation_columns)
-
-    def expand(self, tables):
-        return tables | "WriteParquet" >> beam.io.parquetio.WriteToParquetBatched(
-            self.prefix, self.schema, file_name_suffix=".parquet")
 
 
 class _SettleSegmentFn(beam.DoFn):

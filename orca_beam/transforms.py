@@ -220,12 +220,15 @@ class EmbedWithModel(beam.PTransform):
 
 
 class WriteEmbeddings(beam.PTransform):
-    """pyarrow Tables of one model -> ``<output>/<model>/embeddings-SSSSS-of-NNNNN.parquet``."""
+    """pyarrow Tables of one model -> ``<output>/<model>/<file_prefix>-SSSSS-of-NNNNN.parquet``
+    (``schema`` default: :func:`embedding_schema`; segments mode writes ``segments-*`` in
+    ``segment_schema``)."""
 
-    def __init__(self, output_dir: str, spec: ModelSpec):
+    def __init__(self, output_dir: str, spec: ModelSpec, *, schema=None,
+                 file_prefix: str = "embeddings"):
         super().__init__()
-        self.prefix = output_dir.rstrip("/") + f"/{spec.name}/embeddings"
-        self.schema = embedding_schema(spec.embedding_dim)
+        self.prefix = output_dir.rstrip("/") + f"/{spec.name}/{file_prefix}"
+        self.schema = schema if schema is not None else embedding_schema(spec.embedding_dim)
 
     def expand(self, tables):
         return tables | "WriteParquet" >> beam.io.parquetio.WriteToParquetBatched(

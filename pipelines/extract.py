@@ -25,14 +25,13 @@ from orca_beam.annotations import REJECTED, load_mapping, parse_annotations
 from orca_beam.models.loading import model_version
 from orca_beam.options import ExtractOptions
 from orca_beam.projector.export import projector_dir
-from orca_beam.records import FAILED
+from orca_beam.records import FAILED, segment_schema
 from orca_beam.segments import (
     OUTCOMES_TAG,
     PLANNED_TAG,
     AccountSegments,
     CutSegments,
     SegmentRowsFn,
-    WriteSegments,
     group_by_file,
 )
 from orca_beam.summary import (
@@ -70,22 +69,35 @@ def check_inputs(patterns: list[str]) -> int:
     return total
 
 
+def embed_and_write(pieces, options: ExtractOptions, handles: dict[str, str], *,
+                    to_rows=None, schema_of=None, file_prefix: str = "embeddings"):
+    """Per model: its Pieces (``pieces[name]``) -> RunInference -> Parquet shards -> projector
+    files. ``to_rows(spec)`` / ``schema_of(spec)`` replace the file-mode row DoFn and schema.
+    Returns the lists of per-model ``counts`` and ``failures`` PCollections."""
+    counts, failures = [], []
+    for spec in options.model_specs():
+        embedded = pieces[spec.name] | f"Embed_{spec.name}" >> EmbedWithModel(
+            spec, handles[spec.name], pack_s=options.pack_s, batch_windows=options.batch_windows,
+            to_rows=to_rows(spec) if to_rows else None)
+        shards = embedded["tables"] | f"Write_{spec.name}" >> WriteEmbeddings(
+            options.output, spec, schema=schema_of(spec) if schema_of else None,
+            file_prefix=file_prefix)
+        if options.projector_point != "none":
+            shards | f"Projector_{spec.name}" >> ExportProjector(
+                projector_dir(options.output, spec.name), spec.name, options.projector_kwargs())
+        counts.append(embedded["counts"])
+        failures.append(embedded["failures"])
+    return counts, failures
+
+
 def build(pipeline: beam.Pipeline, options: ExtractOptions, handles: dict[str, str]) -> None:
     """Adds the extraction stages to ``pipeline``."""
     specs = options.model_specs()
     files = pipeline | "MatchAudioFiles" >> MatchAudioFiles(options.input_patterns())
     decoded = files | "DecodeAndFrame" >> DecodeAndFrame(
         specs, chunk_s=options.chunk_s, channel=options.channel)
-    counts, failures = [], [decoded[FAILURES_TAG]]
-    for spec in specs:
-        embedded = decoded[spec.name] | f"Embed_{spec.name}" >> EmbedWithModel(
-            spec, handles[spec.name], pack_s=options.pack_s, batch_windows=options.batch_windows)
-        shards = embedded["tables"] | f"Write_{spec.name}" >> WriteEmbeddings(options.output, spec)
-        if options.projector_point != "none":
-            shards | f"Projector_{spec.name}" >> ExportProjector(
-                projector_dir(options.output, spec.name), spec.name, options.projector_kwargs())
-        counts.append(embedded["counts"])
-        failures.append(embedded["failures"])
+    counts, failures = embed_and_write(decoded, options, handles)
+    failures.append(decoded[FAILURES_TAG])
     outcomes = {
         "files": decoded[FILES_TAG],
         "failures": failures | "AllFailures" >> beam.Flatten(),
@@ -120,18 +132,10 @@ def build_segments(pipeline: beam.Pipeline, options: ExtractOptions, handles: di
     cut = groups | "CutSegments" >> CutSegments(
         specs, mapping, root, channel=options.channel, negatives=options.negatives,
         negative_s=options.negative_s, seed=options.negatives_seed)
-    counts, failures = [], []
-    for spec in specs:
-        embedded = cut[spec.name] | f"Embed_{spec.name}" >> EmbedWithModel(
-            spec, handles[spec.name], pack_s=options.pack_s, batch_windows=options.batch_windows,
-            to_rows=SegmentRowsFn(spec, options.pooling, header))
-        shards = embedded["tables"] | f"Write_{spec.name}" >> WriteSegments(
-            options.output, spec, header)
-        if options.projector_point != "none":
-            shards | f"Projector_{spec.name}" >> ExportProjector(
-                projector_dir(options.output, spec.name), spec.name, options.projector_kwargs())
-        counts.append(embedded["counts"])
-        failures.append(embedded["failures"])
+    counts, failures = embed_and_write(
+        cut, options, handles, to_rows=lambda spec: SegmentRowsFn(spec, options.pooling, header),
+        schema_of=lambda spec: segment_schema(spec.embedding_dim, header),
+        file_prefix="segments")
     outcomes = {
         "planned": cut[PLANNED_TAG], "outcomes": cut[OUTCOMES_TAG],
         "counts": counts | "AllCounts" >> beam.Flatten(),
