@@ -57,7 +57,11 @@ CALL = "call"
 NEGATIVE = "negative"
 #: A segment may end this far past the decoded file and still count as inside it.
 END_TOLERANCE_S = 1e-3
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "orcaml.yaml"
+#: configs/orcaml.yaml of the source tree (an editable install), else of the working directory
+#: (the Docker image's /opt/orca-beam).
+DEFAULT_CONFIG = next((p for p in (Path(__file__).resolve().parents[1] / "configs" / "orcaml.yaml",
+                                   Path("configs") / "orcaml.yaml") if p.is_file()),
+                      Path("configs") / "orcaml.yaml")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
@@ -84,12 +88,15 @@ class ColumnMapping:
 
 
 def load_mapping(path: str | Path | None = None) -> ColumnMapping:
-    """Reads a column-mapping YAML (default ``configs/orcaml.yaml``); raises ValueError on a
-    missing or unknown key."""
-    path = Path(path) if path else DEFAULT_CONFIG
-    if not path.is_file():
+    """Reads a column-mapping YAML (local or gs://; default ``configs/orcaml.yaml``); raises
+    ValueError on a missing file or a missing or unknown key."""
+    from apache_beam.io.filesystems import FileSystems
+
+    path = str(path or DEFAULT_CONFIG)
+    if not FileSystems.exists(path):
         raise ValueError(f"annotation config {path} not found (pass --annotations_config)")
-    config = yaml.safe_load(path.read_text()) or {}
+    with FileSystems.open(path) as handle:
+        config = yaml.safe_load(handle.read().decode("utf-8")) or {}
     section = config.get("annotations", config)
     allowed = {"columns", "time_scale", "delimiter"}
     unknown = set(section) - allowed

@@ -59,7 +59,10 @@ class OrcaModelHandler(ModelHandler):
         else:
             target = int(pack_s * spec.sample_rate_hz)
             size_fn = _piece_samples
-        super().__init__(min_batch_size=1, max_batch_size=target, element_size_fn=size_fn,
+        # min = max: every batch is filled to the target (BatchElements' adaptive sizing would
+        # start at one piece and vary with timing), so batches are large and, for the same input
+        # order, the same from run to run.
+        super().__init__(min_batch_size=target, max_batch_size=target, element_size_fn=size_fn,
                          large_model=large_model)
 
     def load_model(self) -> LoadedModel:

@@ -1,8 +1,14 @@
-"""Shared fixtures: the stand-in models (built once per builder version) and the real recordings."""
+"""Shared fixtures: the stand-in models (built once per builder version), the real recordings and
+a real GCS emulator process."""
 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -27,3 +33,95 @@ def orca_calls() -> Path:
     if not (ORCA_CALLS / "catalog").is_dir():
         pytest.skip(f"real recordings not found at {ORCA_CALLS} (set ORCA_CALLS_DIR)")
     return ORCA_CALLS
+
+
+@dataclass
+class GcsEmulator:
+    """A running gcp-storage-emulator: its endpoint, one bucket, and an uploader."""
+
+    endpoint: str
+    bucket: str
+
+    def url(self, path: str) -> str:
+        """gs:// URL of ``path`` in the bucket."""
+        return f"gs://{self.bucket}/{path.lstrip('/')}"
+
+    def upload(self, local: Path, path: str) -> str:
+        """Uploads a file, or every file under a directory, to ``path``; returns its gs:// URL."""
+        from google.cloud import storage
+
+        if not local.exists():
+            raise FileNotFoundError(local)
+        bucket = storage.Client().bucket(self.bucket)
+        files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
+        for file in files:
+            name = path if local.is_file() else f"{path}/{file.relative_to(local).as_posix()}"
+            bucket.blob(name).upload_from_filename(str(file))
+        return self.url(path)
+
+    def download(self, path: str) -> bytes:
+        """Bytes of object ``path``."""
+        from google.cloud import storage
+
+        return storage.Client().bucket(self.bucket).blob(path).download_as_bytes()
+
+    def list(self, prefix: str) -> list[str]:
+        """Object names under ``prefix``."""
+        from google.cloud import storage
+
+        return sorted(b.name for b in storage.Client().list_blobs(self.bucket, prefix=prefix))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator(tmp_path_factory):
+    """Starts a real GCS emulator server process (gcp-storage-emulator, in memory) on 127.0.0.1,
+    points STORAGE_EMULATOR_HOST at it for this test session, and stops it at the end.
+
+    Test-only: Beam's GCS client would first probe for Application Default Credentials (~25 s of
+    retries per process); the emulator needs none, so the probe is marked done with no
+    credentials (Beam then connects anonymously). Product code never does this."""
+    executable = Path(sys.executable).parent / "gcp-storage-emulator"
+    if not executable.exists():
+        pytest.skip("gcp-storage-emulator is not installed (pip install -e '.[test]')")
+    port = _free_port()
+    log = tmp_path_factory.mktemp("gcs") / "emulator.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [str(executable), "start", "--host", "127.0.0.1", "--port", str(port),
+             "--default-bucket", "orca-test", "--in-memory"], stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(f"GCS emulator did not start: {log.read_text()}") from None
+            time.sleep(0.1)
+    endpoint = f"http://127.0.0.1:{port}"
+    previous = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = endpoint
+    from apache_beam.internal.gcp import auth
+
+    saved = (auth._Credentials._credentials_init, auth._Credentials._credentials)
+    auth._Credentials._credentials_init, auth._Credentials._credentials = True, None
+    try:
+        yield GcsEmulator(endpoint, "orca-test")
+    finally:
+        auth._Credentials._credentials_init, auth._Credentials._credentials = saved
+        if previous is None:
+            os.environ.pop("STORAGE_EMULATOR_HOST", None)
+        else:
+            os.environ["STORAGE_EMULATOR_HOST"] = previous
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
