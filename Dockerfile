@@ -1,21 +1,21 @@
-# Custom Beam SDK container for Dataflow GPU workers (see README "Dataflow").
-# Beam SDK 2.77 for Python 3.11; TensorFlow's pip wheel brings CUDA/cuDNN ([and-cuda]); the
-# NVIDIA driver is installed by Dataflow (worker_accelerator ... install-nvidia-driver).
-# This image cannot be built on the offline development machines; CI runs the same pip install.
+# syntax=docker/dockerfile:1
+# Custom Beam SDK container for Dataflow GPU workers (README "Google Cloud").
+# Beam SDK 2.77 for Python 3.11 (same as the launcher, as Dataflow requires) with its
+# /opt/apache/beam/boot entrypoint. TensorFlow's [and-cuda] wheels bring CUDA/cuDNN; the NVIDIA
+# driver is installed by Dataflow (worker_accelerator=...;install-nvidia-driver).
+# Cannot be built on the offline development machines; CI installs the same dependency set
+# (.[test,gpu]) and builds the package non-editable as below (tests/test_packaging.py).
 FROM apache/beam_python3.11_sdk:2.77.0
 
 WORKDIR /opt/orca-beam
-ENV PIP_NO_CACHE_DIR=1 TF_FORCE_GPU_ALLOW_GROWTH=true TF_CPP_MIN_LOG_LEVEL=2
+ENV TF_FORCE_GPU_ALLOW_GROWTH=true TF_CPP_MIN_LOG_LEVEL=2 PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# Dependencies first (cache-friendly): only pyproject.toml changes invalidate this layer.
 COPY pyproject.toml README.md ./
-RUN mkdir -p orca_beam pipelines && touch orca_beam/__init__.py pipelines/__init__.py \
-    && pip install ".[gpu]" && pip uninstall -y orca-beam
-
-# Then the project itself.
 COPY orca_beam ./orca_beam
 COPY pipelines ./pipelines
 COPY configs ./configs
-RUN pip install --no-deps .
+# The README's install, with the gpu extra. The pip cache lives in a BuildKit cache mount: a code
+# change re-runs this step without downloading anything again, and the cache is not in the image.
+RUN --mount=type=cache,target=/root/.cache/pip pip install ".[gpu]"
 
 ENTRYPOINT ["/opt/apache/beam/boot"]

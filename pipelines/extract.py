@@ -20,6 +20,7 @@ import time
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import GoogleCloudOptions
 
 from orca_beam.annotations import REJECTED, load_mapping, parse_annotations
 from orca_beam.models.loading import model_version
@@ -173,6 +174,12 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         LOG.info("%d files matched by %s", matched, options.input_patterns())
         build(pipeline, options, handles)
     result = pipeline.run()
+    template = options.view_as(GoogleCloudOptions).template_location
+    if template:  # a classic template was written instead of running a job
+        LOG.info("Dataflow template written to %s (stage files under %s)", template,
+                 options.view_as(GoogleCloudOptions).staging_location)
+        print(f"template: {template}")
+        return {"template_location": template}
     result.wait_until_finish()
     wall_s = time.perf_counter() - started
     if annotations is not None:
