@@ -130,6 +130,14 @@ class ExtractOptions(PipelineOptions):
             "--negatives_seed", type=int, default=0,
             help="Seed of the negative sampling (per file, independent of order). Default 0.")
         group.add_argument(
+            "--force", action="store_true",
+            help="Re-embed every matched file, even those the model version's manifest holds "
+                 "with the same fingerprint.")
+        group.add_argument(
+            "--plan", action="store_true",
+            help="Print what a run would do per model (new / changed / retry / unchanged / "
+                 "deleted sources against the version's manifest) and exit without running.")
+        group.add_argument(
             "--progress_interval_s", type=float, default=30.0,
             help="Seconds between progress log lines during a run. Default 30.")
         add_projector_args(group)

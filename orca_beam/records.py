@@ -84,6 +84,21 @@ class FileRecord:
     channel: int
     #: model name -> embeddings one whole-file call yields (0 = too short for that model)
     expected: dict[str, int]
+    size_bytes: int | None = None
+    fingerprint: str = ""
+    #: the models this run embeds the file with (the others were unchanged and skipped)
+    models: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SourceState:
+    """Every matched file, processed or skipped: its size, fingerprint and the models it was
+    (re-)embedded with this run (empty: unchanged for every model, not decoded)."""
+
+    source: str
+    size_bytes: int
+    fingerprint: str
+    models: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -111,6 +126,8 @@ class Outcome:
     channels: int | None
     error_class: str = ""
     error: str = ""
+    size_bytes: int | None = None
+    fingerprint: str = ""
 
     def to_dict(self) -> dict:
         """Plain dict for JSON."""

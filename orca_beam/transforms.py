@@ -32,6 +32,7 @@ from orca_beam.records import (
     Failure,
     FileRecord,
     Outcome,
+    SourceState,
     embedding_schema,
     embedding_table,
 )
@@ -43,6 +44,7 @@ NAMESPACE = "orca_beam"
 IN_MEMORY_MAX_BYTES = 256 * 1024 * 1024
 FILES_TAG = "files"
 FAILURES_TAG = "failures"
+SOURCES_TAG = "sources"
 
 
 class Progress:
@@ -91,20 +93,40 @@ class MatchAudioFiles(beam.PTransform):
 
 
 class _DecodeAndFrameFn(beam.DoFn):
-    def __init__(self, specs: Sequence[ModelSpec], chunk_s: float, channel: int | None):
-        self.specs = list(specs)
+    def __init__(self, specs: Sequence[ModelSpec], chunk_s: float, channel: int | None,
+                 force: bool):
+        self.all_specs = list(specs)
         self.chunk_s = chunk_s
         self.channel = channel
+        self.force = force
         self.files = Metrics.counter(NAMESPACE, "files_decoded")
+        self.skipped = Metrics.counter(NAMESPACE, "files_skipped_unchanged")
         self.failed = Metrics.counter(NAMESPACE, "files_failed_decoding")
         self.audio_ms = Metrics.counter(NAMESPACE, "audio_ms_decoded")
 
-    def process(self, readable: fileio.ReadableFile):
-        path = readable.metadata.path
-        try:
-            if readable.metadata.size_in_bytes <= IN_MEMORY_MAX_BYTES:
-                data = readable.read()
+    def process(self, readable: fileio.ReadableFile, previous: dict | None = None):
+        from orca_beam.manifest import fingerprint, is_current
 
+        path = readable.metadata.path
+        size = readable.metadata.size_in_bytes
+        try:
+            data = readable.read() if size <= IN_MEMORY_MAX_BYTES else None
+            print_ = fingerprint(path, data)
+        except Exception:  # noqa: BLE001 - unreadable: decoding below records the failure
+            LOG.exception("could not read %s", path)
+            data, print_ = None, ""
+        previous = previous or {}
+        specs = [spec for spec in self.all_specs if not is_current(
+            previous.get(spec.name, {}).get("entries", {}).get(path), print_, self.force)]
+        models = tuple(spec.name for spec in specs)
+        yield beam.pvalue.TaggedOutput(SOURCES_TAG, SourceState(path, size, print_, models))
+        if not specs:
+            self.skipped.inc()
+            Progress.add(skipped=1)
+            return
+        record = dict(size_bytes=size, fingerprint=print_, models=models)
+        try:
+            if data is not None:
                 def open_source():
                     return data
             else:
@@ -112,54 +134,65 @@ class _DecodeAndFrameFn(beam.DoFn):
             info = validate_audio(open_source(), channel=self.channel, name=path)
             chunkers = {spec.name: Chunker(
                 spec, path, channel=-1 if self.channel is None else self.channel,
-                chunk_frames=default_chunk_frames(spec, self.chunk_s)) for spec in self.specs}
-            rates = {spec.sample_rate_hz for spec in self.specs}
+                chunk_frames=default_chunk_frames(spec, self.chunk_s)) for spec in specs}
+            rates = {spec.sample_rate_hz for spec in specs}
             first_rate = min(rates)
             for blocks in iter_resampled_blocks(open_source(), rates, channel=self.channel,
                                                 name=path):
                 Progress.add(audio_s=len(blocks[first_rate]) / first_rate)
-                for spec in self.specs:
+                for spec in specs:
                     for piece in chunkers[spec.name].push(blocks[spec.sample_rate_hz]):
                         yield beam.pvalue.TaggedOutput(spec.name, piece)
-            for spec in self.specs:
+            for spec in specs:
                 for piece in chunkers[spec.name].finish():
                     yield beam.pvalue.TaggedOutput(spec.name, piece)
-        except Exception as exc:  # one bad file never stops the run: it becomes a Failure row
+        except Exception as exc:  # noqa: BLE001 - one bad file never stops the run: a Failure row
             if not isinstance(exc, AudioError):
                 LOG.exception("unexpected error decoding %s", path)
             self.failed.inc()
             Progress.add(failed=1)
             yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure(
                 path, "", "decode", type(exc).__name__, getattr(exc, "detail", str(exc))))
+            yield beam.pvalue.TaggedOutput(FILES_TAG, FileRecord(
+                path, None, None, None, -1 if self.channel is None else self.channel, {},
+                **record))
             return
         expected = {spec.name: num_frames(spec, chunkers[spec.name].total_samples)
-                    for spec in self.specs}
+                    for spec in specs}
         self.files.inc()
         self.audio_ms.inc(int(info.duration_s * 1000))
         Progress.add(files=1)
         yield beam.pvalue.TaggedOutput(FILES_TAG, FileRecord(
             path, info.duration_s, info.sample_rate_hz, info.channels,
-            -1 if self.channel is None else self.channel, expected))
+            -1 if self.channel is None else self.channel, expected, **record))
 
 
 class DecodeAndFrame(beam.PTransform):
     """ReadableFiles -> tagged outputs: one PCollection of Pieces per model name, ``files``
-    (FileRecord per decoded file) and ``failures`` (Failure per file that could not be decoded).
+    (FileRecord per file sent to decoding), ``failures`` (Failure per file that could not be
+    decoded) and ``sources`` (SourceState per matched file, skipped or not).
 
-    Each file is decoded once and resampled once per distinct model rate, in bounded blocks.
+    Each file is fingerprinted; a model whose previous manifest entry for the file has the same
+    fingerprint and a final outcome is skipped (``previous``: a singleton side input, model ->
+    source -> entry; ``force`` skips nothing). The rest is decoded once and resampled once per
+    distinct model rate, in bounded blocks.
     """
 
     def __init__(self, specs: Sequence[ModelSpec], *, chunk_s: float = 60.0,
-                 channel: int | None = None):
+                 channel: int | None = None, previous=None, force: bool = False):
         super().__init__()
         self.specs = list(specs)
         self.chunk_s = chunk_s
         self.channel = channel
+        self.previous = previous
+        self.force = force
 
     def expand(self, files):
+        side = [beam.pvalue.AsSingleton(self.previous)] if self.previous is not None else []
         return files | "DecodeResampleCut" >> beam.ParDo(
-            _DecodeAndFrameFn(self.specs, self.chunk_s, self.channel)).with_outputs(
-                FILES_TAG, FAILURES_TAG, *[spec.name for spec in self.specs])
+            _DecodeAndFrameFn(self.specs, self.chunk_s, self.channel, self.force),
+            *side).with_outputs(SOURCES_TAG, FILES_TAG, FAILURES_TAG,
+                                *[spec.name for spec in self.specs])
 
 
 class _ToTableFn(beam.DoFn):
@@ -220,14 +253,14 @@ class EmbedWithModel(beam.PTransform):
 
 
 class WriteEmbeddings(beam.PTransform):
-    """pyarrow Tables of one model -> ``<output>/<model>/<file_prefix>-SSSSS-of-NNNNN.parquet``
-    (``schema`` default: :func:`embedding_schema`; segments mode writes ``segments-*`` in
-    ``segment_schema``)."""
+    """pyarrow Tables of one model -> ``<folder>/<file_prefix>-SSSSS-of-NNNNN.parquet``; the
+    output is the written shard names. ``schema`` default: :func:`embedding_schema`; segments
+    mode writes ``segments-*`` in ``segment_schema``."""
 
-    def __init__(self, output_dir: str, spec: ModelSpec, *, schema=None,
+    def __init__(self, folder: str, spec: ModelSpec, *, schema=None,
                  file_prefix: str = "embeddings"):
         super().__init__()
-        self.prefix = output_dir.rstrip("/") + f"/{spec.name}/{file_prefix}"
+        self.prefix = folder.rstrip("/") + f"/{file_prefix}"
         self.schema = schema if schema is not None else embedding_schema(spec.embedding_dim)
 
     def expand(self, tables):
@@ -235,8 +268,21 @@ class WriteEmbeddings(beam.PTransform):
             self.prefix, self.schema, file_name_suffix=".parquet")
 
 
+def _export_table(table, out_dir: str, name: str, kwargs: dict) -> dict:
+    from orca_beam.projector.export import export_projector
+
+    if table is None or table.num_rows == 0:
+        LOG.warning("%s: no embeddings, no projector files", name)
+        return {"name": name, "points": 0}
+    summary = export_projector(table, out_dir, name, **kwargs)
+    LOG.info("projector %s: %d points x %d written to %s", name, summary["points"],
+             summary["dimension"], out_dir)
+    return summary
+
+
 class ExportProjector(beam.PTransform):
-    """Final stage: the written shard names of one model -> its Embedding Projector files."""
+    """Final stage: one model's rows -> its Embedding Projector files. Input: either the written
+    shard names (every row of them is exported), or one manifest dict (its current rows)."""
 
     def __init__(self, out_dir: str, name: str, export_kwargs: dict):
         super().__init__()
@@ -244,21 +290,20 @@ class ExportProjector(beam.PTransform):
         self.name = name
         self.export_kwargs = export_kwargs
 
-    def expand(self, shard_names):
+    def expand(self, items):
         out_dir, name, kwargs = self.out_dir, self.name, self.export_kwargs
 
-        def export(paths):
-            from orca_beam.projector.export import export_shards
+        def export(found):
+            from orca_beam.manifest import current_rows
+            from orca_beam.projector.export import read_rows
 
-            if not paths:
-                LOG.warning("%s: no embeddings, no projector files", name)
-                return {"name": name, "points": 0}
-            summary = export_shards(paths, out_dir, name, **kwargs)
-            LOG.info("projector %s: %d points x %d written to %s", name, summary["points"],
-                     summary["dimension"], out_dir)
-            return summary
+            if len(found) == 1 and isinstance(found[0], dict):
+                table = current_rows(found[0])
+            else:
+                table = read_rows(found) if found else None
+            return _export_table(table, out_dir, name, kwargs)
 
-        return (shard_names | "AllShards" >> beam.combiners.ToList()
+        return (items | "AllShards" >> beam.combiners.ToList()
                 | "WriteProjectorFiles" >> beam.Map(export))
 
 
@@ -276,14 +321,17 @@ class _OutcomesFn(beam.DoFn):
         record = records[0] if records else None
         base = dict(duration_s=record.duration_s if record else None,
                     sample_rate_hz=record.sample_rate_hz if record else None,
-                    channels=record.channels if record else None)
-        for model in self.models:
+                    channels=record.channels if record else None,
+                    size_bytes=record.size_bytes if record else None,
+                    fingerprint=record.fingerprint if record else "")
+        models = list(record.models) if record and record.models else self.models
+        for model in models:
             failure = next((f for f in failures if f.model in ("", model)), None)
             written = counts.get(model, 0)
             if failure is not None:
                 yield Outcome(source, model, FAILED, written, **base,
                               error_class=failure.error_class, error=failure.error)
-            elif record is None:
+            elif record is None or record.duration_s is None:
                 yield Outcome(source, model, FAILED, written, **base,
                               error_class="MissingRecord", error="file was never decoded")
             elif record.expected[model] == 0:
@@ -345,3 +393,103 @@ class WriteOutcomes(beam.PTransform):
                   | "WriteErrorLines" >> beam.io.WriteToText(
                       f"{self.output_dir}/{self.errors_dir}/errors", file_name_suffix=".jsonl"))
         return {"outcomes": written, "errors": errors}
+
+
+class _ManifestEntryFn(beam.DoFn):
+    def __init__(self, model: str, run_id: str):
+        self.model = model
+        self.run_id = run_id
+
+    def process(self, keyed):
+        from orca_beam.manifest import ManifestEntry
+
+        source, grouped = keyed
+        states: list[SourceState] = list(grouped["sources"])
+        if not states:
+            return
+        state = states[0]
+        if self.model not in state.models:
+            yield ("carried", source)
+            return
+        outcome = next(iter(grouped["outcomes"]), None)
+        shards = sorted(set(grouped["shards"]))
+        yield ("new", ManifestEntry(
+            source, state.size_bytes, state.fingerprint,
+            outcome.status if outcome else FAILED, outcome.embeddings if outcome else 0, shards,
+            self.run_id, outcome.duration_s if outcome else None,
+            outcome.error_class if outcome else "MissingOutcome",
+            outcome.error if outcome else "no outcome was recorded"))
+
+
+def _shard_sources(shard: str) -> Iterable[tuple[str, str]]:
+    import io
+
+    import pyarrow.parquet as pq
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(shard) as handle:
+        table = pq.read_table(io.BytesIO(handle.read()), columns=["source"])
+    for source in sorted(set(table.column("source").to_pylist())):
+        yield source, shard
+
+
+class UpdateManifest(beam.PTransform):
+    """One model version's manifest after this run, written atomically at the end.
+
+    Input: a dict with ``sources`` (SourceState of every matched file), ``outcomes`` (Outcome,
+    any model) and ``shards`` (the names of the shards this run wrote for the model); the
+    previous manifests come as a singleton side input (model -> manifest dict). Output: the new
+    manifest dict (one element), after unreferenced shards are deleted.
+    """
+
+    def __init__(self, version, folder: str, run_id: str, previous, force: bool):
+        super().__init__()
+        self.version = version
+        self.folder = folder
+        self.run_id = run_id
+        self.previous = previous
+        self.force = force
+
+    def expand(self, inputs):
+        model = self.version.model
+        keyed = {
+            "sources": inputs["sources"] | "KeySources" >> beam.Map(lambda s: (s.source, s)),
+            "outcomes": (inputs["outcomes"]
+                         | "OnlyThisModel" >> beam.Filter(lambda o, m=model: o.model == m)
+                         | "KeyOutcomes" >> beam.Map(lambda o: (o.source, o))),
+            "shards": inputs["shards"] | "SourcesPerShard" >> beam.FlatMap(_shard_sources),
+        }
+        version, folder, run_id, force = self.version, self.folder, self.run_id, self.force
+
+        def write(items, previous):
+            from orca_beam.manifest import (
+                MANIFEST_NAME,
+                VERSION_NAME,
+                delete_unreferenced_shards,
+                merge_manifest,
+                plan_sources,
+                write_atomically,
+            )
+
+            before = previous.get(version.model, {"entries": {}, "runs": []})
+            new = [entry for kind, entry in items if kind == "new"]
+            carried = [source for kind, source in items if kind == "carried"]
+            current = {e.source: e.fingerprint for e in new}
+            current.update({s: before["entries"][s]["fingerprint"] for s in carried
+                            if s in before["entries"]})
+            plan = plan_sources(before["entries"], current, force)
+            manifest = merge_manifest(before, version, run_id, new, carried, sorted(current))
+            manifest["runs"][-1]["plan"] = {kind: len(v) for kind, v in plan.items()}
+            write_atomically(f"{folder}/{VERSION_NAME}",
+                             (json.dumps(version.to_dict(), indent=2) + "\n").encode())
+            write_atomically(f"{folder}/{MANIFEST_NAME}",
+                             (json.dumps(manifest, indent=1) + "\n").encode())
+            delete_unreferenced_shards(folder, manifest)
+            LOG.info("%s %s: manifest of %d sources written (%s)", model, version.version_id,
+                     len(manifest["entries"]), ", ".join(f"{k} {len(v)}" for k, v in plan.items()))
+            return manifest
+
+        return (keyed | "JoinBySource" >> beam.CoGroupByKey()
+                | "ManifestEntries" >> beam.ParDo(_ManifestEntryFn(model, run_id))
+                | "AllEntries" >> beam.combiners.ToList()
+                | "WriteManifest" >> beam.Map(write, beam.pvalue.AsSingleton(self.previous)))

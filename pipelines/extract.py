@@ -23,6 +23,13 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import GoogleCloudOptions
 
 from orca_beam.annotations import REJECTED, load_mapping, parse_annotations
+from orca_beam.manifest import (
+    fingerprint,
+    new_run_id,
+    output_version,
+    plan_sources,
+    read_manifest,
+)
 from orca_beam.models.loading import model_version
 from orca_beam.options import ExtractOptions
 from orca_beam.projector.export import projector_dir
@@ -46,12 +53,14 @@ from orca_beam.summary import (
 from orca_beam.transforms import (
     FAILURES_TAG,
     FILES_TAG,
+    SOURCES_TAG,
     AccountOutcomes,
     DecodeAndFrame,
     EmbedWithModel,
     ExportProjector,
     MatchAudioFiles,
     Progress,
+    UpdateManifest,
     WriteEmbeddings,
     WriteOutcomes,
 )
@@ -59,45 +68,77 @@ from orca_beam.transforms import (
 LOG = logging.getLogger("orca_beam.extract")
 
 
-def check_inputs(patterns: list[str]) -> int:
-    """Counts the files the patterns match; raises ValueError naming any pattern that matches none."""
-    total = 0
+def match_inputs(patterns: list[str]) -> list[str]:
+    """The distinct paths the patterns match, sorted; raises ValueError naming any pattern that
+    matches none."""
+    paths = set()
     for pattern, result in zip(patterns, FileSystems.match(patterns), strict=True):
-        count = len(result.metadata_list)
-        if count == 0:
+        if not result.metadata_list:
             raise ValueError(f"--input {pattern!r} matched no files")
-        total += count
-    return total
+        paths.update(meta.path for meta in result.metadata_list)
+    return sorted(paths)
 
 
-def embed_and_write(pieces, options: ExtractOptions, handles: dict[str, str], *,
-                    to_rows=None, schema_of=None, file_prefix: str = "embeddings"):
-    """Per model: its Pieces (``pieces[name]``) -> RunInference -> Parquet shards -> projector
-    files. ``to_rows(spec)`` / ``schema_of(spec)`` replace the file-mode row DoFn and schema.
-    Returns the lists of per-model ``counts`` and ``failures`` PCollections."""
-    counts, failures = [], []
+def resolve_versions(options: ExtractOptions, handles: dict[str, str]) -> dict:
+    """model name -> OutputVersion (the model is resolved and hashed here, in the launcher)."""
+    mode, extra = "files", {}
+    if options.annotations:
+        mode = "segments"
+        extra = {"pooling": options.pooling, "negative_s": options.negative_s}
+    versions = {}
+    for spec in options.model_specs():
+        version = model_version(handles[spec.name])
+        versions[spec.name] = output_version(spec, version, channel=options.channel, mode=mode,
+                                             extra=extra)
+        LOG.info("model %s: %s -> %s%s", spec.name, version.label,
+                 versions[spec.name].folder(options.output),
+                 "  (STAND-IN: random weights, embeddings are not real)" if version.standin
+                 else "")
+    return versions
+
+
+def embed_and_write(pieces, options: ExtractOptions, handles: dict[str, str], versions: dict,
+                    *, file_prefix: str, to_rows=None, schema_of=None, projector: bool = True):
+    """Per model: its Pieces (``pieces[name]``) -> RunInference -> Parquet shards in the model
+    version's folder (-> projector files from those shards when ``projector``).
+    ``to_rows(spec)`` / ``schema_of(spec)`` replace the file-mode row DoFn and schema. Returns
+    the per-model lists of ``counts`` and ``failures`` PCollections and the shard names."""
+    counts, failures, shards = [], [], {}
     for spec in options.model_specs():
         embedded = pieces[spec.name] | f"Embed_{spec.name}" >> EmbedWithModel(
             spec, handles[spec.name], pack_s=options.pack_s, batch_windows=options.batch_windows,
             to_rows=to_rows(spec) if to_rows else None)
-        shards = embedded["tables"] | f"Write_{spec.name}" >> WriteEmbeddings(
-            options.output, spec, schema=schema_of(spec) if schema_of else None,
-            file_prefix=file_prefix)
-        if options.projector_point != "none":
-            shards | f"Projector_{spec.name}" >> ExportProjector(
+        shards[spec.name] = embedded["tables"] | f"Write_{spec.name}" >> WriteEmbeddings(
+            versions[spec.name].folder(options.output), spec,
+            schema=schema_of(spec) if schema_of else None, file_prefix=file_prefix)
+        if projector and options.projector_point != "none":
+            shards[spec.name] | f"Projector_{spec.name}" >> ExportProjector(
                 projector_dir(options.output, spec.name), spec.name, options.projector_kwargs())
         counts.append(embedded["counts"])
         failures.append(embedded["failures"])
-    return counts, failures
+    return counts, failures, shards
 
 
-def build(pipeline: beam.Pipeline, options: ExtractOptions, handles: dict[str, str]) -> None:
-    """Adds the extraction stages to ``pipeline``."""
+def read_previous_manifests(folders: dict[str, str]) -> dict:
+    """model -> the manifest dict of its version folder (empty when there is none yet)."""
+    return {model: read_manifest(folder) for model, folder in folders.items()}
+
+
+def build(pipeline: beam.Pipeline, options: ExtractOptions, handles: dict[str, str],
+          versions: dict, run_id: str) -> None:
+    """Adds the extraction stages to ``pipeline``: match -> fingerprint, skip what the version's
+    manifest already holds -> decode + frame -> RunInference -> shards -> outcomes -> manifest ->
+    projector (from every current row of the version)."""
     specs = options.model_specs()
+    folders = {name: version.folder(options.output) for name, version in versions.items()}
+    previous = (pipeline | "ListVersionFolders" >> beam.Create([folders])
+                | "ReadManifests" >> beam.Map(read_previous_manifests))
     files = pipeline | "MatchAudioFiles" >> MatchAudioFiles(options.input_patterns())
     decoded = files | "DecodeAndFrame" >> DecodeAndFrame(
-        specs, chunk_s=options.chunk_s, channel=options.channel)
-    counts, failures = embed_and_write(decoded, options, handles)
+        specs, chunk_s=options.chunk_s, channel=options.channel, previous=previous,
+        force=options.force)
+    counts, failures, shards = embed_and_write(
+        decoded, options, handles, versions, file_prefix=f"rows-{run_id}", projector=False)
     failures.append(decoded[FAILURES_TAG])
     outcomes = {
         "files": decoded[FILES_TAG],
@@ -105,6 +146,28 @@ def build(pipeline: beam.Pipeline, options: ExtractOptions, handles: dict[str, s
         "counts": counts | "AllCounts" >> beam.Flatten(),
     } | "AccountOutcomes" >> AccountOutcomes([spec.name for spec in specs])
     outcomes | "WriteOutcomes" >> WriteOutcomes(options.output)
+    for spec in specs:
+        manifest = {"sources": decoded[SOURCES_TAG], "outcomes": outcomes,
+                    "shards": shards[spec.name]} | f"Manifest_{spec.name}" >> UpdateManifest(
+            versions[spec.name], folders[spec.name], run_id, previous, options.force)
+        if options.projector_point != "none":
+            manifest | f"Projector_{spec.name}" >> ExportProjector(
+                projector_dir(options.output, spec.name), spec.name, options.projector_kwargs())
+
+
+def plan(options: ExtractOptions, versions: dict) -> dict:
+    """What a run would do, without running: per model, the sources that are new, changed,
+    to retry (failed before), unchanged and deleted against its version's manifest."""
+    paths = match_inputs(options.input_patterns())
+    prints = {path: fingerprint(path) for path in paths}
+    out = {}
+    for name, version in versions.items():
+        manifest = read_manifest(version.folder(options.output))
+        kinds = plan_sources(manifest["entries"], prints, options.force)
+        out[name] = {"version": version.version_id, "folder": version.folder(options.output),
+                     **{kind: len(sources) for kind, sources in kinds.items()},
+                     "deleted_sources": kinds["deleted"]}
+    return out
 
 
 def read_annotations(options: ExtractOptions):
@@ -123,7 +186,7 @@ def _is_not_embedded(outcome) -> bool:
 
 
 def build_segments(pipeline: beam.Pipeline, options: ExtractOptions, handles: dict[str, str],
-                   annotations) -> None:
+                   versions: dict, run_id: str, annotations) -> None:
     """Adds the segments-mode stages to ``pipeline``: annotation rows grouped per file -> cut ->
     RunInference per model -> pooled segment rows -> Parquet, projector, one outcome per row."""
     mapping, header, rows = annotations
@@ -133,10 +196,10 @@ def build_segments(pipeline: beam.Pipeline, options: ExtractOptions, handles: di
     cut = groups | "CutSegments" >> CutSegments(
         specs, mapping, root, channel=options.channel, negatives=options.negatives,
         negative_s=options.negative_s, seed=options.negatives_seed)
-    counts, failures = embed_and_write(
-        cut, options, handles, to_rows=lambda spec: SegmentRowsFn(spec, options.pooling, header),
-        schema_of=lambda spec: segment_schema(spec.embedding_dim, header),
-        file_prefix="segments")
+    counts, failures, _ = embed_and_write(
+        cut, options, handles, versions, file_prefix=f"segments-{run_id}",
+        to_rows=lambda spec: SegmentRowsFn(spec, options.pooling, header),
+        schema_of=lambda spec: segment_schema(spec.embedding_dim, header))
     outcomes = {
         "planned": cut[PLANNED_TAG], "outcomes": cut[OUTCOMES_TAG],
         "counts": counts | "AllCounts" >> beam.Flatten(),
@@ -147,8 +210,33 @@ def build_segments(pipeline: beam.Pipeline, options: ExtractOptions, handles: di
         is_error=_is_not_embedded)
 
 
+def counters(result) -> dict[str, int]:
+    """Beam counters of a finished run, summed over steps: ``namespace:name`` -> value."""
+    out: dict[str, int] = {}
+    try:
+        found = result.metrics().query()["counters"]
+    except Exception:  # noqa: BLE001 - a runner without metrics support
+        return out
+    for counter in found:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        key = f"{counter.key.metric.namespace}:{counter.key.metric.name}"
+        out[key] = out.get(key, 0) + int(value or 0)
+    return dict(sorted(out.items()))
+
+
+def _clear_previous_run(output: str, folders: list[str]) -> None:
+    """Deletes the previous run's outcome files (each run writes its own; manifests keep the
+    history of the data)."""
+    for folder in folders:
+        found = FileSystems.match([f"{output.rstrip('/')}/{folder}/*"])[0].metadata_list
+        if found:
+            FileSystems.delete([meta.path for meta in found])
+
+
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict:
-    """Parses ``argv``, runs the pipeline to completion, writes and returns the summary dict."""
+    """Parses ``argv``, runs the pipeline to completion, writes and returns the summary dict
+    (``--plan``: returns the plan without running; ``--template_location``: writes the
+    template)."""
     options = ExtractOptions(argv if argv is not None else sys.argv[1:])
     options.validate()
     Progress.interval_s = options.progress_interval_s
@@ -158,23 +246,33 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         LOG.info("%d annotation rows over %d files, audio root %s", len(annotations[2]),
                  len(group_by_file(annotations[2])), options.input_patterns()[0])
     else:
-        matched = check_inputs(options.input_patterns())
+        matched = len(match_inputs(options.input_patterns()))
     handles = options.model_handles()
     specs = options.model_specs()
-    for spec in specs:
-        version = model_version(handles[spec.name])
-        LOG.info("model %s: %s%s", spec.name, version.label,
-                 "  (STAND-IN: random weights, embeddings are not real)" if version.standin
-                 else "")
+    versions = resolve_versions(options, handles)
+    if options.plan:
+        if annotations is not None:
+            raise ValueError("--plan applies to file mode (segments mode always runs in full)")
+        planned = plan(options, versions)
+        for name, counts in planned.items():
+            print(f"{name} {counts['version']}: new {counts['new']}, changed {counts['changed']},"
+                  f" retry {counts['retry']}, unchanged {counts['unchanged']}, deleted "
+                  f"{counts['deleted']}")
+        return {"plan": planned}
+    run_id = new_run_id()
     started = time.perf_counter()
     pipeline = test_pipeline or beam.Pipeline(options=options)
-    if annotations is not None:
-        build_segments(pipeline, options, handles, annotations)
-    else:
-        LOG.info("%d files matched by %s", matched, options.input_patterns())
-        build(pipeline, options, handles)
-    result = pipeline.run()
     template = options.view_as(GoogleCloudOptions).template_location
+    if annotations is not None:
+        if not template:
+            _clear_previous_run(options.output, ["segments", "segments_rejected"])
+        build_segments(pipeline, options, handles, versions, run_id, annotations)
+    else:
+        LOG.info("%d files matched by %s (run %s)", matched, options.input_patterns(), run_id)
+        if not template:
+            _clear_previous_run(options.output, ["outcomes", "errors"])
+        build(pipeline, options, handles, versions, run_id)
+    result = pipeline.run()
     if template:  # a classic template was written instead of running a job
         LOG.info("Dataflow template written to %s (stage files under %s)", template,
                  options.view_as(GoogleCloudOptions).staging_location)
@@ -185,12 +283,25 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     if annotations is not None:
         outcomes = read_jsonl(options.output.rstrip("/") + "/segments/outcomes-*.jsonl")
         summary = summarise_segments(outcomes, [spec.name for spec in specs], wall_s)
+        summary["versions"] = {n: v.version_id for n, v in versions.items()}
+        summary["counters"] = counters(result)
         path = write_summary(options.output, summary)
         print(format_segment_summary(summary))
         print(f"summary: {path}")
         return summary
     outcomes = read_jsonl(options.output.rstrip("/") + "/outcomes/outcomes-*.jsonl")
     summary = summarise(outcomes, [spec.name for spec in specs], wall_s)
+    summary["files_matched"] = matched
+    summary["run_id"] = run_id
+    summary["versions"] = {}
+    for name, version in versions.items():
+        manifest = read_manifest(version.folder(options.output))
+        last = manifest["runs"][-1] if manifest["runs"] else {}
+        summary["versions"][name] = {
+            "version": version.version_id, "folder": version.folder(options.output),
+            "sources": len(manifest["entries"]), "plan": last.get("plan", {}),
+            "deleted_sources": last.get("deleted", [])}
+    summary["counters"] = counters(result)
     path = write_summary(options.output, summary)
     print(format_summary(summary))
     print(f"summary: {path}")

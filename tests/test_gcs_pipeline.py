@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,20 @@ def normalise(files: dict[str, bytes], replace: dict[str, str]) -> dict[str, obj
 
     out: dict[str, object] = {}
     for name, data in files.items():
+        # the version folder's id hashes the handle (a gs:// vs a local path), shards the run id
+        name = re.sub(r"^(\w+)/[0-9a-f]{16}-[0-9a-f]{8}/", r"\1/VERSION/", name)
         folder, _, base = name.rpartition("/")
+        if base == "_version.json":
+            version = json.loads(data)
+            out[name] = {k: version[k] for k in ("model", "content_sha256", "standin",
+                                                   "settings")}
+            continue
+        if base == "_manifest.json":
+            entries = json.loads(fix(data.decode()))["entries"]
+            out[name] = {source: {k: e[k] for k in ("size_bytes", "fingerprint", "status",
+                                                    "embeddings", "duration_s")}
+                         for source, e in entries.items()}
+            continue
         if base.endswith(".parquet"):
             rows = pq.read_table(io.BytesIO(data)).to_pylist()
             for row in rows:
@@ -78,8 +92,10 @@ def normalise(files: dict[str, bytes], replace: dict[str, str]) -> dict[str, obj
             out.setdefault(key, []).extend(fix(line) for line in data.decode().splitlines())
         elif base == "summary.json":
             summary = json.loads(fix(data.decode()))
-            for volatile in ("wall_s", "audio_s_per_wall_s"):
-                summary.pop(volatile)
+            for volatile in ("wall_s", "audio_s_per_wall_s", "run_id", "counters"):
+                summary.pop(volatile, None)
+            summary["versions"] = {m: v.get("plan") if isinstance(v, dict) else None
+                                   for m, v in summary["versions"].items()}
             out[name] = summary
         elif base.endswith((".tsv", ".json", ".pbtxt")):
             out[name] = fix(data.decode())
@@ -116,10 +132,9 @@ def test_file_mode_gs_to_gs_equals_a_local_run(gcs_emulator, bucket_data, orca_c
                  f"--output={tmp_path / 'out'}", f"--model_handle=yamnet={standin_dir / 'yamnet'}"])
     remote = gcs_outputs(gcs_emulator, "out/files")
     local = local_outputs(tmp_path / "out")
-    assert {n.rsplit("/", 1)[0] for n in remote} == {n.rsplit("/", 1)[0] for n in local}
     same = {gs_root: str(orca_calls), bucket_data: str(standin_dir / "yamnet")}
     remote_n, local_n = normalise(remote, same), normalise(local, {})
-    assert len(local_n["yamnet/*.parquet"]) == 167
+    assert len(local_n["yamnet/VERSION/*.parquet"]) == 167
     assert local_n["summary.json"]["files_matched"] == 5
     assert remote["projector/yamnet/sprite.png"] == local["projector/yamnet/sprite.png"]
     assert_same_outputs(remote_n, local_n)
@@ -144,5 +159,5 @@ def test_segments_mode_gs_to_gs_equals_a_local_run(gcs_emulator, bucket_data, or
     same = {gs_root: str(orca_calls), bucket_data: str(standin_dir / "yamnet")}
     remote_n = normalise(gcs_outputs(gcs_emulator, "out/segments"), same)
     local_n = normalise(local_outputs(tmp_path / "out"), {})
-    assert len(local_n["yamnet/*.parquet"]) == 4 + 3
+    assert len(local_n["yamnet/VERSION/*.parquet"]) == 4 + 3
     assert_same_outputs(remote_n, local_n)
