@@ -56,6 +56,12 @@ def format_summary(summary: dict) -> str:
     for model, counts in summary["models"].items():
         lines.append(f"  {model}: embedded {counts[EMBEDDED]}, too short {counts[TOO_SHORT]}, "
                      f"failed {counts[FAILED]}; {counts['embeddings']} embeddings")
+    for model, version in summary.get("versions", {}).items():
+        plan = ", ".join(f"{k} {v}" for k, v in version.get("plan", {}).items())
+        lines.append(f"  {model} version {version['version']}: {version['sources']} sources "
+                     f"({plan})")
+        for source in version.get("deleted_sources", [])[:20]:
+            lines.append(f"    deleted since the last run: {source}")
     for failure in summary["failed"][:20]:
         lines.append(f"  FAILED {failure['source']} [{failure['model']}]: "
                      f"{failure['error_class']}: {failure['error']}")

@@ -2,8 +2,8 @@
 
     python -m pipelines.projector --embeddings out/ --output out/projector [--model yamnet]
 
-Reads ``<model>/segments-*.parquet`` (segments mode) where present, else
-``<model>/embeddings-*.parquet``. Writes <output>/<model>/{tensors.tsv, metadata.tsv, sprite.png, projector_config.json,
+Reads, per model, the current rows of the version whose ``_manifest.json`` was written last (file
+mode), else the newest run's ``<model>/<version>/segments-*.parquet`` (segments mode). Writes <output>/<model>/{tensors.tsv, metadata.tsv, sprite.png, projector_config.json,
 projector_config.pbtxt}; view with ``tensorboard --logdir <output>/<model>``.
 """
 
@@ -15,9 +15,30 @@ import sys
 
 from apache_beam.io.filesystems import FileSystems
 
+from orca_beam.manifest import MANIFEST_NAME, current_rows, read_manifest
 from orca_beam.models.registry import MODELS
 from orca_beam.options import projector_kwargs, projector_parser
-from orca_beam.projector.export import export_shards
+from orca_beam.projector.export import export_projector, read_rows
+
+
+def latest_rows(root: str, model: str):
+    """(version folder, rows) of ``model`` under an extraction output: the current rows of the
+    version whose manifest was written last (file mode), else the newest segments run's shards;
+    (None, None) when there are none."""
+    manifests = [m.path for m in FileSystems.match(
+        [f"{root}/{model}/*/{MANIFEST_NAME}"])[0].metadata_list]
+    if manifests:
+        folders = [path.rsplit("/", 1)[0] for path in manifests]
+        loaded = [(read_manifest(folder)["written_at"], folder) for folder in folders]
+        folder = max(loaded)[1]
+        return folder, current_rows(read_manifest(folder))
+    shards = [m.path for m in FileSystems.match(
+        [f"{root}/{model}/*/segments-*.parquet"])[0].metadata_list]
+    if not shards:
+        return None, None
+    newest = max(path.rsplit("/", 1)[1].split("-")[1] for path in shards)
+    chosen = [path for path in shards if path.rsplit("/", 1)[1].split("-")[1] == newest]
+    return chosen[0].rsplit("/", 1)[0], read_rows(chosen)
 
 
 def run(argv: list[str] | None = None) -> list[dict]:
@@ -28,17 +49,14 @@ def run(argv: list[str] | None = None) -> list[dict]:
     root = options.embeddings.rstrip("/")
     summaries = []
     for model in options.model or sorted(MODELS):
-        # segments mode writes segments-*, file mode embeddings-*; a folder holds one or the other
-        shards = [m.path for m in FileSystems.match(
-            [f"{root}/{model}/segments-*.parquet"])[0].metadata_list] or [
-            m.path for m in FileSystems.match(
-                [f"{root}/{model}/embeddings-*.parquet"])[0].metadata_list]
-        if not shards:
+        folder, table = latest_rows(root, model)
+        if table is None or table.num_rows == 0:
             if options.model:
                 raise ValueError(f"no {model} embeddings under {root}/{model}/")
             continue
-        summary = export_shards(shards, f"{options.output.rstrip('/')}/{model}", model,
-                                **projector_kwargs(options))
+        logging.getLogger("orca_beam.projector").info("%s: rows of %s", model, folder)
+        summary = export_projector(table, f"{options.output.rstrip('/')}/{model}", model,
+                                   **projector_kwargs(options))
         print(json.dumps(summary))
         summaries.append(summary)
     if not summaries:

@@ -129,6 +129,13 @@ def test_reruns_do_only_the_work_that_changed(audio, orca_calls, standin_dir, tm
     forced = extract.run([*args(audio, output, handle), "--force"])
     assert forced["models"]["yamnet"]["embedded"] == 7 and version_folders(output) == [folder]
 
+    # the stand-alone projector entry point rebuilds the same files from the version's rows
+    from pipelines import projector
+
+    projector.run(["--embeddings", str(output), "--output", str(tmp_path / "again")])
+    rebuilt = {p.name: p.read_bytes() for p in sorted((tmp_path / "again" / "yamnet").iterdir())}
+    assert rebuilt == projector_files(output)
+
 
 def test_a_changed_model_writes_a_new_version_and_leaves_the_old_one(
         audio, standin_dir, tmp_path):

@@ -44,8 +44,14 @@ def test_decode_and_frame_emits_pieces_per_model_and_a_record(tmp_path):
                     label="VggishFrames")
         assert_that(frames["humpback"], equal_to([num_frames(specs[1], round(12.3 * 10000))]),
                     label="HumpbackFrames")
-        assert_that(out["files"] | beam.Map(lambda r: (r.sample_rate_hz, r.channels)),
-                    equal_to([(44100, 1)]), label="Records")
+        # a file that fails to decode still has a record (no format), so it gets its outcome
+        assert_that(out["files"] | beam.Map(lambda r: (r.sample_rate_hz, r.channels, r.models)),
+                    equal_to([(44100, 1, ("vggish", "humpback")), (None, None,
+                                                                   ("vggish", "humpback"))]),
+                    label="Records")
+        assert_that(out["sources"] | beam.Map(lambda s: (s.size_bytes > 0,
+                                                          s.fingerprint.startswith("crc32c:"))),
+                    equal_to([(True, True), (True, True)]), label="Sources")
         assert_that(out["failures"] | beam.Map(lambda f: (f.stage, f.error_class)),
                     equal_to([("decode", "CorruptAudioError")]), label="Failures")
 

@@ -227,11 +227,6 @@ def export_projector(table: pa.Table, out_dir: str, name: str, *, point: str = "
     return summary
 
 
-def export_shards(paths: Sequence[str], out_dir: str, name: str, **kwargs) -> dict:
-    """Reads Parquet embedding shards and writes the projector files (see export_projector)."""
-    return export_projector(read_rows(paths), out_dir, name, **kwargs)
-
-
 def projector_dir(output: str, model: str) -> str:
     """Where the projector files of ``model`` go under a run's output folder."""
     return f"{output.rstrip('/')}/projector/{model}"
