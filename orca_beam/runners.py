@@ -65,19 +65,35 @@ class WaveformRunner:
         hop = self.spec.hop_samples
         return math.ceil(required_samples(self.spec, piece) / hop) * hop
 
-    def _call(self, waveform: np.ndarray) -> np.ndarray:
+    def _call(self, waveform: np.ndarray, want_log_mel: bool = False
+              ) -> tuple[np.ndarray, np.ndarray | None]:
+        """One model call: embeddings [N, D], and with ``want_log_mel`` the log-mel [T, 64] of
+        the same waveform (YAMNet returns it from the call; for VGGish the front end runs once
+        on the whole packed waveform)."""
         import tensorflow as tf
 
         started = time.perf_counter()
-        out = self.model(tf.constant(waveform, dtype=tf.float32))
-        embeddings = out if self.spec.interface == "vggish" else out[1]
+        tensor = tf.constant(waveform, dtype=tf.float32)
+        out = self.model(tensor)
+        log_mel = None
+        if self.spec.interface == "vggish":
+            embeddings = out
+            if want_log_mel:
+                from orca_beam.models import frontends
+
+                log_mel = frontends.log_mel(tensor, self.spec.front_end,
+                                            self.spec.sample_rate_hz).numpy()
+        else:
+            embeddings = out[1]
+            log_mel = out[2].numpy() if want_log_mel else None
         result = embeddings.numpy()
         self.stats.calls += 1
         self.stats.frames_computed += result.shape[0]
         self.stats.seconds_in_model += time.perf_counter() - started
-        return result
+        return result, log_mel
 
-    def _run_pack(self, pack: list[Piece]) -> list[np.ndarray]:
+    def _run_pack(self, pack: list[Piece], want_images: bool
+                  ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         offsets, parts, cursor = [], [], 0
         for i, piece in enumerate(pack):
             need = required_samples(self.spec, piece)
@@ -88,8 +104,9 @@ class WaveformRunner:
             offsets.append(cursor // self.spec.hop_samples)
             parts.append(part)
             cursor += length
-        embeddings = self._call(np.concatenate(parts))
-        out = []
+        embeddings, log_mel = self._call(np.concatenate(parts), want_images)
+        out, images = [], []
+        frames_per_hop = self.spec.hop_samples // self.spec.front_end.stft_hop_samples
         for piece, first_row in zip(pack, offsets, strict=True):
             rows = embeddings[first_row:first_row + piece.num_frames]
             if rows.shape[0] != piece.num_frames:
@@ -97,47 +114,44 @@ class WaveformRunner:
                     f"{self.spec.name}: packed call gave {rows.shape[0]} rows for "
                     f"{piece.source}@{piece.first_frame}, expected {piece.num_frames}")
             out.append(rows)
+            if want_images:
+                starts = (first_row + np.arange(piece.num_frames)) * frames_per_hop
+                images.append(np.stack([to_image(log_mel[f:f + PATCH_FRAMES]) for f in starts]))
         self.stats.frames_kept += sum(p.num_frames for p in pack)
-        return out
-
-    def thumbnails(self, piece: Piece) -> np.ndarray:
-        """[num_frames, 32, 32] uint8 images of the log-mel patches the model sees in ``piece``."""
-        import tensorflow as tf
-
-        from orca_beam.models import frontends
-
-        need = required_samples(self.spec, piece)
-        samples = piece.samples[:need]
-        if len(samples) < need:  # YAMNet's zero-padded tail
-            samples = np.concatenate([samples, np.zeros(need - len(samples), np.float32)])
-        log_mel = frontends.log_mel(tf.constant(samples), self.spec.front_end,
-                                    self.spec.sample_rate_hz).numpy()
-        hop = self.spec.hop_samples // self.spec.front_end.stft_hop_samples
-        return np.stack([to_image(log_mel[j * hop:j * hop + PATCH_FRAMES])
-                         for j in range(piece.num_frames)])
+        return out, images
 
     def embed_with_thumbnails(self, pieces: Sequence[Piece]
                               ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """:meth:`embed` plus one [num_frames, 32, 32] uint8 thumbnail array per piece."""
-        return self.embed(pieces), [self.thumbnails(piece) for piece in pieces]
+        """:meth:`embed` plus one [num_frames, 32, 32] uint8 image per piece of the log-mel
+        patches the model saw, cut from each packed call's log-mel (no second pass per piece)."""
+        return self._embed(pieces, want_images=True)
 
     def embed(self, pieces: Sequence[Piece]) -> list[np.ndarray]:
         """Returns one float32 [num_frames, dim] array per piece, in order."""
-        results: list[np.ndarray | None] = [None] * len(pieces)
-        pack: list[int] = []
+        return self._embed(pieces, want_images=False)[0]
+
+    def _embed(self, pieces: Sequence[Piece], want_images: bool
+               ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        packs: list[list[int]] = [[]]
         size = 0
         for index, piece in enumerate(pieces):
             slot = self.slot_samples(piece)
-            if pack and size + slot > self.pack_samples:
-                for i, rows in zip(pack, self._run_pack([pieces[i] for i in pack]), strict=True):
-                    results[i] = rows
-                pack, size = [], 0
-            pack.append(index)
+            if packs[-1] and size + slot > self.pack_samples:
+                packs.append([])
+                size = 0
+            packs[-1].append(index)
             size += slot
-        if pack:
-            for i, rows in zip(pack, self._run_pack([pieces[i] for i in pack]), strict=True):
-                results[i] = rows
-        return results  # type: ignore[return-value]
+        results: list = [None] * len(pieces)
+        images: list = [None] * len(pieces)
+        for members in packs:
+            if not members:
+                continue
+            rows, pictures = self._run_pack([pieces[i] for i in members], want_images)
+            for j, i in enumerate(members):
+                results[i] = rows[j]
+                if want_images:
+                    images[i] = pictures[j]
+        return results, images if want_images else []
 
 
 class HumpbackRunner:
