@@ -57,6 +57,14 @@ class Progress:
     interval_s = 30.0
 
     @classmethod
+    def restart(cls) -> None:
+        """Zeroes the counts and the clock (start of a run in this process)."""
+        with cls._lock:
+            cls._counts = {}
+            cls._started = time.monotonic()
+            cls._last_log = 0.0
+
+    @classmethod
     def add(cls, **amounts: float) -> None:
         """Adds to named counts (files, audio_s, failed, <model> embeddings) and maybe logs."""
         with cls._lock:

@@ -240,6 +240,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     options = ExtractOptions(argv if argv is not None else sys.argv[1:])
     options.validate()
     Progress.interval_s = options.progress_interval_s
+    Progress.restart()
     annotations = None
     if options.annotations:
         annotations = read_annotations(options)
