@@ -1,6 +1,6 @@
 """Time and peak memory of the projector stage for N points (synthetic rows, yamnet-sized).
 
-    python benchmarks/projector_stage.py --points 50000 --dim 1024 --out /tmp/projector-bench
+    python benchmarks/projector_stage.py --points 50000 --dim 1024 --out projector-bench/
 """
 
 from __future__ import annotations

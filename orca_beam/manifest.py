@@ -22,7 +22,7 @@ import json
 import logging
 import struct
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import google_crc32c
@@ -164,12 +164,12 @@ def plan_sources(previous: dict[str, dict], current: dict[str, str], force: bool
         entry = previous.get(source)
         if entry is None:
             plan["new"].append(source)
+        elif is_current(entry, print_, force):
+            plan["unchanged"].append(source)
         elif entry["fingerprint"] != print_ or force:
             plan["changed"].append(source)
-        elif entry["status"] not in FINAL_STATUSES:
-            plan["retry"].append(source)
         else:
-            plan["unchanged"].append(source)
+            plan["retry"].append(source)
     plan["deleted"] = sorted(set(previous) - set(current))
     return plan
 
@@ -181,24 +181,22 @@ def is_current(entry: dict | None, print_: str, force: bool = False) -> bool:
 
 
 def merge_manifest(previous: dict, version: OutputVersion, run_id: str,
-                   new_entries: Iterable[ManifestEntry], carried: Sequence[str],
-                   matched: Sequence[str]) -> dict:
-    """The manifest after a run: this run's entries, previous entries of ``carried`` (matched,
-    unchanged) sources, and the sources that were in the previous manifest but not matched now
-    listed as ``deleted`` (their rows are no longer part of the version)."""
+                   new_entries: Sequence[ManifestEntry], carried: Sequence[str],
+                   plan: dict[str, list[str]]) -> dict:
+    """The manifest after a run: this run's entries and the previous entries of ``carried``
+    (matched, unchanged) sources; the run's record holds the ``plan`` counts (from
+    :func:`plan_sources`) and the deleted sources, whose rows are no longer part of the
+    version."""
     old = previous.get("entries", {})
     entries = {e.source: asdict(e) for e in new_entries}
     for source in carried:
         if source not in entries and source in old:
             entries[source] = old[source]
-    deleted = sorted(set(old) - set(matched))
     written = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    run = {"run_id": run_id, "written_at": written, "processed": len(new_entries),
+           "deleted": plan["deleted"], "plan": {kind: len(v) for kind, v in plan.items()}}
     return {"version": version.to_dict(), "written_at": written,
-            "runs": [*previous.get("runs", []), {"run_id": run_id, "written_at": written,
-                                                 "processed": len(entries) - sum(
-                                                     1 for e in entries.values()
-                                                     if e["run_id"] != run_id),
-                                                 "deleted": deleted}],
+            "runs": [*previous.get("runs", []), run],
             "entries": dict(sorted(entries.items()))}
 
 

@@ -132,11 +132,11 @@ class WaveformRunner:
 
     def _embed(self, pieces: Sequence[Piece], want_images: bool
                ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        packs: list[list[int]] = [[]]
+        packs: list[list[int]] = []
         size = 0
         for index, piece in enumerate(pieces):
             slot = self.slot_samples(piece)
-            if packs[-1] and size + slot > self.pack_samples:
+            if not packs or size + slot > self.pack_samples:
                 packs.append([])
                 size = 0
             packs[-1].append(index)
@@ -144,8 +144,6 @@ class WaveformRunner:
         results: list = [None] * len(pieces)
         images: list = [None] * len(pieces)
         for members in packs:
-            if not members:
-                continue
             rows, pictures = self._run_pack([pieces[i] for i in members], want_images)
             for j, i in enumerate(members):
                 results[i] = rows[j]

@@ -1,8 +1,9 @@
 """Segments mode: annotation rows -> one pooled embedding per call (and per sampled negative).
 
 ``CutSegments`` -> ``EmbedWithModel`` (the same RunInference stage as file mode, with
-``SegmentRowsFn`` turning each result into rows) -> ``WriteEmbeddings`` (``segments-*``); ``AccountSegments`` gives
-every annotation row and negative exactly one :class:`~orca_beam.records.SegmentOutcome`.
+``SegmentRowsFn`` turning each result into rows) -> ``WriteEmbeddings`` (``segments-*``);
+``AccountSegments`` gives every annotation row and negative exactly one
+:class:`~orca_beam.records.SegmentOutcome`.
 
 Each file is decoded once (one streaming pass, every model rate) for all of its segments; only the
 model windows of its segments are kept in memory, never the whole file.
@@ -235,6 +236,8 @@ class SegmentRowsFn(beam.DoFn):
         self.spec = spec
         self.pooling = pooling
         self.annotation_columns = list(annotation_columns)
+        self.field_names = annotation_field_names(self.annotation_columns)
+        self.schema = segment_schema(spec.embedding_dim, self.annotation_columns)
         self.rows = Metrics.counter(NAMESPACE, f"segments_{spec.name}")
 
     def process(self, result: PredictionResult):
@@ -254,7 +257,6 @@ class SegmentRowsFn(beam.DoFn):
             images = join_in_time(list(thumbnails))[None]
             spans = [(segment.start_s, segment.end_s)]
             indices = [-1]
-        names = annotation_field_names(self.annotation_columns)
         rows = []
         for (start, end), index in zip(spans, indices, strict=True):
             row = {
@@ -265,12 +267,11 @@ class SegmentRowsFn(beam.DoFn):
                 "window_start_s": tag.window_start_s, "window_end_s": tag.window_end_s,
                 "zero_padded_s": tag.zero_padded_s, "model": self.spec.name,
                 "model_version": version, "standin": version.endswith("+standin")}
-            for column, field_name in zip(self.annotation_columns, names, strict=True):
+            for column, field_name in zip(self.annotation_columns, self.field_names, strict=True):
                 row[field_name] = segment.columns.get(column, "")
             rows.append(row)
         self.rows.inc()
-        yield segment_table(segment_schema(self.spec.embedding_dim, self.annotation_columns),
-                            rows, vectors, images)
+        yield segment_table(self.schema, rows, vectors, images)
         yield beam.pvalue.TaggedOutput("counts", ((segment.segment_id, self.spec.name), count))
 
 

@@ -48,6 +48,16 @@ def summarise(outcomes: list[dict], models: list[str], wall_s: float) -> dict:
     }
 
 
+#: Problem lines printed at the end of a run; the rest are only in the files.
+MAX_PRINTED = 20
+
+
+def _first_lines(lines: list[str], where: str) -> list[str]:
+    """The first MAX_PRINTED lines, then a line saying how many more are in ``where``."""
+    more = len(lines) - MAX_PRINTED
+    return lines[:MAX_PRINTED] + ([f"  ... and {more} more in {where}"] if more > 0 else [])
+
+
 def format_summary(summary: dict) -> str:
     """Human-readable lines for the end of a run."""
     lines = [f"files matched {summary['files_matched']}, decoded {summary['files_decoded']}, "
@@ -62,11 +72,8 @@ def format_summary(summary: dict) -> str:
                      f"({plan})")
         for source in version.get("deleted_sources", [])[:20]:
             lines.append(f"    deleted since the last run: {source}")
-    for failure in summary["failed"][:20]:
-        lines.append(f"  FAILED {failure['source']} [{failure['model']}]: "
-                     f"{failure['error_class']}: {failure['error']}")
-    if len(summary["failed"]) > 20:
-        lines.append(f"  ... and {len(summary['failed']) - 20} more in errors/")
+    lines += _first_lines([f"  FAILED {f['source']} [{f['model']}]: {f['error_class']}: "
+                           f"{f['error']}" for f in summary["failed"]], "errors/")
     return "\n".join(lines)
 
 
@@ -123,9 +130,7 @@ def format_segment_summary(summary: dict) -> str:
             f"{k} {v}" for k, v in summary["rejected_by_reason"].items()))
     for model, counts in summary["models"].items():
         lines.append(f"  {model}: {counts['segments']} segments, {counts['frames']} frames")
-    for item in summary["not_embedded"][:20]:
-        lines.append(f"  {item['status'].upper()} {item['segment_id']} {item['wav_filename']}: "
-                     f"{item['reason']}: {item['detail']}")
-    if len(summary["not_embedded"]) > 20:
-        lines.append(f"  ... and {len(summary['not_embedded']) - 20} more in segments/")
+    lines += _first_lines([f"  {i['status'].upper()} {i['segment_id']} {i['wav_filename']}: "
+                           f"{i['reason']}: {i['detail']}" for i in summary["not_embedded"]],
+                          "segments/")
     return "\n".join(lines)

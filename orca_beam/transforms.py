@@ -276,40 +276,38 @@ class WriteEmbeddings(beam.PTransform):
             self.prefix, self.schema, file_name_suffix=".parquet")
 
 
-def _export_table(table, out_dir: str, name: str, kwargs: dict) -> dict:
-    from orca_beam.projector.export import export_projector
-
-    if table is None or table.num_rows == 0:
-        LOG.warning("%s: no embeddings, no projector files", name)
-        return {"name": name, "points": 0}
-    summary = export_projector(table, out_dir, name, **kwargs)
-    LOG.info("projector %s: %d points x %d written to %s", name, summary["points"],
-             summary["dimension"], out_dir)
-    return summary
-
-
 class ExportProjector(beam.PTransform):
-    """Final stage: one model's rows -> its Embedding Projector files. Input: either the written
-    shard names (every row of them is exported), or one manifest dict (its current rows)."""
+    """Final stage: one model's rows -> its Embedding Projector files. Input: the written shard
+    names (every row of them is exported), or with ``from_manifest`` the version's one manifest
+    dict (its current rows)."""
 
-    def __init__(self, out_dir: str, name: str, export_kwargs: dict):
+    def __init__(self, out_dir: str, name: str, export_kwargs: dict, *,
+                 from_manifest: bool = False):
         super().__init__()
         self.out_dir = out_dir
         self.name = name
         self.export_kwargs = export_kwargs
+        self.from_manifest = from_manifest
 
     def expand(self, items):
-        out_dir, name, kwargs = self.out_dir, self.name, self.export_kwargs
+        out_dir, name, kwargs, from_manifest = (self.out_dir, self.name, self.export_kwargs,
+                                                self.from_manifest)
 
         def export(found):
             from orca_beam.manifest import current_rows
-            from orca_beam.projector.export import read_rows
+            from orca_beam.projector.export import export_projector, read_rows
 
-            if len(found) == 1 and isinstance(found[0], dict):
+            if from_manifest:
                 table = current_rows(found[0])
             else:
                 table = read_rows(found) if found else None
-            return _export_table(table, out_dir, name, kwargs)
+            if table is None or table.num_rows == 0:
+                LOG.warning("%s: no embeddings, no projector files", name)
+                return {"name": name, "points": 0}
+            summary = export_projector(table, out_dir, name, **kwargs)
+            LOG.info("projector %s: %d points x %d written to %s", name, summary["points"],
+                     summary["dimension"], out_dir)
+            return summary
 
         return (items | "AllShards" >> beam.combiners.ToList()
                 | "WriteProjectorFiles" >> beam.Map(export))
@@ -486,8 +484,7 @@ class UpdateManifest(beam.PTransform):
             current.update({s: before["entries"][s]["fingerprint"] for s in carried
                             if s in before["entries"]})
             plan = plan_sources(before["entries"], current, force)
-            manifest = merge_manifest(before, version, run_id, new, carried, sorted(current))
-            manifest["runs"][-1]["plan"] = {kind: len(v) for kind, v in plan.items()}
+            manifest = merge_manifest(before, version, run_id, new, carried, plan)
             write_atomically(f"{folder}/{VERSION_NAME}",
                              (json.dumps(version.to_dict(), indent=2) + "\n").encode())
             write_atomically(f"{folder}/{MANIFEST_NAME}",

@@ -152,7 +152,8 @@ def build(pipeline: beam.Pipeline, options: ExtractOptions, handles: dict[str, s
             versions[spec.name], folders[spec.name], run_id, previous, options.force)
         if options.projector_point != "none":
             manifest | f"Projector_{spec.name}" >> ExportProjector(
-                projector_dir(options.output, spec.name), spec.name, options.projector_kwargs())
+                projector_dir(options.output, spec.name), spec.name, options.projector_kwargs(),
+                from_manifest=True)
 
 
 def plan(options: ExtractOptions, versions: dict) -> dict:

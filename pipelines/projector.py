@@ -36,8 +36,11 @@ def latest_rows(root: str, model: str):
         [f"{root}/{model}/*/segments-*.parquet"])[0].metadata_list]
     if not shards:
         return None, None
-    newest = max(path.rsplit("/", 1)[1].split("-")[1] for path in shards)
-    chosen = [path for path in shards if path.rsplit("/", 1)[1].split("-")[1] == newest]
+    def run_id(path: str) -> str:  # segments-<UTC time>-<random>-SSSSS-of-NNNNN.parquet
+        return "-".join(path.rsplit("/", 1)[1].split("-")[1:3])
+
+    newest = max(run_id(path) for path in shards)
+    chosen = [path for path in shards if run_id(path) == newest]
     return chosen[0].rsplit("/", 1)[0], read_rows(chosen)
 
 
