@@ -1,16 +1,23 @@
 """Speed and memory per model, side by side, on this machine in one run:
 
-(a) ceiling: the model called through its published interface (vggish/yamnet: 60 s of audio per
-    call; humpback: ``features`` on full batches of 32 PCEN windows);
+(a) ceiling: the model called through its published interface on full-size calls (vggish/yamnet:
+    60 s of real audio per call; humpback: ``features`` on full batches of 32 PCEN windows);
 (b) notebook: per file, decode + resample the whole file, then one call of the model;
-(c) pipeline: ``python -m pipelines.extract`` on DirectRunner, end to end, in a subprocess.
+(c) pipeline: ``python -m pipelines.extract --runner=DirectRunner`` end to end, in a subprocess.
 
     python -m benchmarks.speed --json benchmarks/results/2core-standins.json
 
-Inputs: the real recordings in ../shared/data/orca-calls (many short files) and long files made
-by concatenating them (default 10 min and 2 h). Figures are audio seconds per wall second, medians
-over ``--repeats``; (c) also gives its peak RSS and the share of computed patches that were kept.
-With stand-in models (the default here: no TF Hub access) the output says so.
+(a) and (b) run in one fresh subprocess per model, so no other model shares the process. All three
+start timing with the model loaded: (a) and (b) after ``hub.load``, (c) from the start of the
+Beam pipeline, the launcher having loaded the model for its in-process workers; the model load
+and the whole process's wall time of (c) are reported beside it.
+
+Inputs: the real recordings in ../shared/data/orca-calls (many short files: the 136 catalogue
+clips and 3 hydrophone excerpts, linked ``--short_copies`` times under other names, as a corpus
+of many clips is) and long files made by concatenating them (10 min and 2 h). Figures are audio
+seconds per wall second, medians over ``--repeats``; (c) also gives its peak RSS, the share of
+computed patches it kept, and how far its written embeddings are from (b)'s per-file calls on the
+same files. With stand-in models (the default here: no TF Hub access) the output says so.
 """
 
 from __future__ import annotations
@@ -32,11 +39,30 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("yamnet", "vggish", "humpback")
 LONG_RATE_HZ = 44100
+CEILING_CALL_S = 60
+HUMPBACK_BATCH = 32
 
 
 def real_files(root: Path) -> list[Path]:
     """Every WAV of the shared recordings (catalog + hydrophone), sorted."""
     return sorted(root.glob("catalog/*.wav")) + sorted(root.glob("hydrophone/*.wav"))
+
+
+def short_set(files: list[Path], copies: int, work: Path) -> list[Path]:
+    """``copies`` links to every file, ``<work>/short/c<k>/<name>`` (distinct paths, the same
+    bytes: nothing is copied); returns the links, sorted."""
+    links = []
+    for copy in range(copies):
+        folder = work / "short" / f"c{copy}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for file in files:
+            link = folder / file.name
+            if link.is_symlink() and link.resolve() != file.resolve():
+                link.unlink()
+            if not link.is_symlink():
+                link.symlink_to(file.resolve())
+            links.append(link)
+    return sorted(links)
 
 
 def make_long_file(files: list[Path], seconds: float, path: Path) -> Path:
@@ -61,112 +87,234 @@ def median_rate(audio_s: float, seconds: list[float]) -> float:
     return audio_s / statistics.median(seconds)
 
 
-def ceiling(model: str, handle: str, audio: np.ndarray, repeats: int) -> dict:
-    """(a): the published interface on full-size calls; audio s/s."""
+# ---- (a) and (b): run inside one subprocess per model (``direct`` subcommand) ----------------
+
+def ceiling(spec, loaded, audio: np.ndarray, repeats: int) -> dict:
+    """(a): the published interface on full-size calls over consecutive stretches of real audio
+    (``audio`` at the model's rate); audio s/s."""
     import tensorflow as tf
 
-    from orca_beam.embed import cached_model
-    from orca_beam.models.registry import get_model_spec
-
-    spec = get_model_spec(model)
-    loaded, version = cached_model(handle)
     if spec.interface == "humpback":
-        pcen = loaded.front_end(tf.constant(audio[None, :spec.sample_rate_hz * 130, None]))
-        pcen = pcen.numpy()[0]
-        windows = np.stack([pcen[i * 128:(i + 1) * 128] for i in range(32)])
-        batch = tf.constant(windows)
-        loaded.features(batch)
-        times = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            loaded.features(batch).numpy()
-            times.append(time.perf_counter() - started)
-        return {"audio_s_per_s": median_rate(32 * spec.hop_s, times), "call": "features [32,128,64]",
-                "version": version.label}
-    waveform = tf.constant(audio[:60 * spec.sample_rate_hz])
-    loaded(waveform)
+        pcen = loaded.front_end(tf.constant(audio[None, :, None])).numpy()[0]
+        count = pcen.shape[0] // spec.window_units // HUMPBACK_BATCH * HUMPBACK_BATCH
+        windows = pcen[:count * spec.window_units].reshape(count, spec.window_units, -1)
+        batches = [tf.constant(windows[i:i + HUMPBACK_BATCH])
+                   for i in range(0, count, HUMPBACK_BATCH)]
+
+        def sweep():
+            for batch in batches:
+                loaded.features(batch).numpy()
+        audio_s, call = count * spec.hop_s, f"features [{HUMPBACK_BATCH},128,64]"
+    else:
+        size = CEILING_CALL_S * spec.sample_rate_hz
+        calls = [tf.constant(audio[i:i + size]) for i in range(0, len(audio) - size + 1, size)]
+
+        def sweep():
+            for waveform in calls:
+                out = loaded(waveform)
+                (out if spec.interface == "vggish" else out[1]).numpy()
+        audio_s, call = len(calls) * CEILING_CALL_S, f"model({CEILING_CALL_S} s waveform)"
+    sweep()  # first call: graph and kernel set-up
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        out = loaded(waveform)
-        (out if spec.interface == "vggish" else out[1]).numpy()
+        sweep()
         times.append(time.perf_counter() - started)
-    return {"audio_s_per_s": median_rate(60.0, times), "call": "model(60 s waveform)",
-            "version": version.label}
+    return {"audio_s_per_s": median_rate(audio_s, times), "call": call,
+            "audio_s_per_sweep": round(audio_s, 2), "sweep_s": times}
 
 
-def notebook(model: str, handle: str, files: list[Path], repeats: int) -> dict:
-    """(b): per file, load_audio (decode + resample) and one call of the model on the whole file."""
+def notebook_embed(spec, loaded, path: str) -> np.ndarray:
+    """(b) for one file: ``load_audio`` (decode + resample the whole file), then one call of the
+    model (humpback: ``front_end`` on the file, ``features`` on its 128-frame windows, the last
+    one zero-padded). Returns the embeddings [N, D]."""
     import tensorflow as tf
 
     from orca_beam.audio import load_audio
-    from orca_beam.embed import cached_model
-    from orca_beam.models.registry import get_model_spec
 
-    spec = get_model_spec(model)
-    loaded, _ = cached_model(handle)
-    audio_s = sum(sf.info(str(f)).duration for f in files)
+    waveform = load_audio(path, spec.sample_rate_hz)
+    if spec.interface == "humpback":
+        pcen = loaded.front_end(tf.constant(waveform[None, :, None])).numpy()[0]
+        if pcen.shape[0] == 0:  # under 1024 samples: no PCEN frame, too short to embed
+            return np.zeros((0, spec.embedding_dim), np.float32)
+        count = -(-max(0, pcen.shape[0] - spec.window_units) // spec.hop_units) + 1
+        padded = np.zeros(((count - 1) * spec.hop_units + spec.window_units, pcen.shape[1]),
+                          np.float32)
+        padded[:pcen.shape[0]] = pcen[:padded.shape[0]]
+        windows = np.stack([padded[i * spec.hop_units:i * spec.hop_units + spec.window_units]
+                            for i in range(count)])
+        return loaded.features(tf.constant(windows)).numpy()
+    out = loaded(tf.constant(waveform))
+    return (out if spec.interface == "vggish" else out[1]).numpy()
 
-    def one(path: Path) -> None:
-        waveform = load_audio(str(path), spec.sample_rate_hz)
-        if spec.interface == "humpback":
-            pcen = loaded.front_end(tf.constant(waveform[None, :, None])).numpy()[0]
-            count = max(1, -(-max(0, pcen.shape[0] - 128) // 128) + 1)
-            padded = np.zeros((count * 128, 64), np.float32)
-            padded[:pcen.shape[0]] = pcen[:count * 128]
-            loaded.features(tf.constant(padded.reshape(count, 128, 64))).numpy()
-        else:
-            out = loaded(tf.constant(waveform))
-            (out if spec.interface == "vggish" else out[1]).numpy()
 
-    one(files[0])
-    times = []
+def notebook(spec, loaded, files: list[str], repeats: int) -> tuple[dict, dict]:
+    """(b) over ``files``: audio s/s (median of ``repeats`` passes) and each distinct file's
+    embeddings (by resolved path) from the last pass."""
+    audio_s = sum(sf.info(f).duration for f in files)
+    notebook_embed(spec, loaded, files[0])
+    times, embeddings = [], {}
     for _ in range(repeats):
+        embeddings = {}
         started = time.perf_counter()
         for path in files:
-            one(path)
+            embeddings[str(Path(path).resolve())] = notebook_embed(spec, loaded, path)
         times.append(time.perf_counter() - started)
-    return {"audio_s_per_s": median_rate(audio_s, times), "audio_s": round(audio_s, 1)}
+    return {"audio_s_per_s": median_rate(audio_s, times), "audio_s": round(audio_s, 1),
+            "files": len(files), "pass_s": times}, embeddings
+
+
+def direct(args) -> None:
+    """Subcommand: (a) and (b) for one model in this fresh process; writes JSON and the
+    per-file embeddings of (b) as .npz (key: index into the sorted distinct files)."""
+    from orca_beam.audio import load_audio
+    from orca_beam.models.loading import cached_model
+    from orca_beam.models.registry import get_model_spec
+
+    spec = get_model_spec(args.model)
+    loaded, version = cached_model(args.handle)
+    out = {"version": version.label, "standin": version.standin}
+    sample = load_audio(args.ceiling_audio, spec.sample_rate_hz)
+    out["ceiling"] = ceiling(spec, loaded, sample, args.repeats)
+    short = json.loads(Path(args.short_list).read_text())
+    out["notebook_short"], embeddings = notebook(spec, loaded, short, args.repeats)
+    for long in args.long or []:
+        key = f"{round(sf.info(long).duration)}s"
+        out[f"notebook_{key}"] = notebook(spec, loaded, [long], 1)[0]
+    names = sorted(embeddings)
+    np.savez(args.embeddings, names=np.array(names),
+             **{str(i): embeddings[name] for i, name in enumerate(names)})
+    Path(args.out).write_text(json.dumps(out, indent=1))
+
+
+def run_direct(model: str, handle: str, short: list[Path], longs: list[Path], ceiling_audio: Path,
+               repeats: int, work: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """Runs the ``direct`` subcommand for ``model``; returns its JSON and (b)'s embeddings."""
+    short_list = work / f"short-{model}.json"
+    short_list.write_text(json.dumps([str(p) for p in short]))
+    out, embeddings = work / f"direct-{model}.json", work / f"direct-{model}.npz"
+    command = [sys.executable, "-m", "benchmarks.speed", "direct", "--model", model,
+               "--handle", handle, "--short_list", str(short_list), "--ceiling_audio",
+               str(ceiling_audio), "--repeats", str(repeats), "--out", str(out),
+               "--embeddings", str(embeddings), *[f"--long={p}" for p in longs]]
+    done = subprocess.run(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    if done.returncode != 0:
+        raise RuntimeError(f"direct calls failed: {done.stderr.decode(errors='replace')[-3000:]}")
+    stored = np.load(embeddings)
+    by_path = {str(name): stored[str(i)] for i, name in enumerate(stored["names"])}
+    return json.loads(out.read_text()), by_path
+
+
+# ---- (c): the pipeline in a subprocess ------------------------------------------------------
+
+def run_pipeline(models: list[str], handles: dict[str, str], inputs: list[str], output: Path,
+                 extra: list[str] = ()) -> dict:
+    """One run of ``pipelines.extract`` on DirectRunner in a subprocess (projector off): its
+    summary plus the process's wall time and peak RSS (GNU ``time``, which forks the job from
+    its own small process, so the job's peak is not inherited from this one)."""
+    command = [sys.executable, "-m", "pipelines.extract", "--runner=DirectRunner",
+               *[f"--input={i}" for i in inputs], f"--output={output}",
+               *[f"--model={m}" for m in models],
+               *[f"--model_handle={m}={handles[m]}" for m in models],
+               "--projector_point=none", *extra]
+    rss_file = output.parent / f"rss-{time.monotonic_ns()}"
+    started = time.perf_counter()
+    done = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(rss_file), *command],
+                          cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    process_wall_s = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"pipeline failed: {done.stderr.decode(errors='replace')[-3000:]}")
+    summary = json.loads((output / "summary.json").read_text())
+    summary["process_wall_s"] = process_wall_s
+    summary["peak_rss_mib"] = int(rss_file.read_text().split()[-1]) / 1024
+    return summary
 
 
 def pipeline(model: str, handle: str, inputs: list[str], repeats: int, work: Path) -> dict:
-    """(c): the extraction job end to end on DirectRunner in a subprocess: audio s/s over the
-    pipeline's wall time (model loading by the workers included), the process's wall time and
-    peak RSS, and the share of computed patches kept."""
+    """(c): audio s/s over the pipeline's wall time (median of ``repeats``), with the model load
+    and process wall beside it, peak RSS, and the share of computed patches kept. The last
+    run's output folder is returned under ``output``."""
     runs = []
     for repeat in range(repeats):
         output = work / f"out-{model}-{repeat}-{time.monotonic_ns()}"
-        command = [sys.executable, "-m", "pipelines.extract", "--runner=DirectRunner",
-                   *[f"--input={i}" for i in inputs], f"--output={output}", f"--model={model}",
-                   f"--model_handle={model}={handle}", "--projector_point=none"]
-        # peak RSS from GNU time, which forks the job from its own small process: the job's
-        # ru_maxrss seen from here would start at this (model-holding) process's size
-        rss_file = work / f"rss-{time.monotonic_ns()}"
-        started = time.perf_counter()
-        done = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(rss_file), *command],
-                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-        if done.returncode != 0:
-            raise RuntimeError(f"pipeline failed: {done.stderr.decode(errors='replace')[-2000:]}")
-        peak_kib = int(rss_file.read_text().split()[-1])
-        summary = json.loads((output / "summary.json").read_text())
+        summary = run_pipeline([model], {model: handle}, inputs, output)
         counters = summary["counters"]
         computed = counters.get(f"orca_beam.{model}:frames_computed", 0)
         kept = counters.get(f"orca_beam.{model}:frames_kept", 0)
         runs.append({"pipeline_wall_s": summary["wall_s"],
-                     "process_wall_s": time.perf_counter() - started,
-                     "audio_s": summary["audio_s"], "peak_rss_mib": peak_kib / 1024,
+                     "model_load_s": summary.get("model_load_s", {}).get(model),
+                     "process_wall_s": summary["process_wall_s"],
+                     "audio_s": summary["audio_s"], "peak_rss_mib": summary["peak_rss_mib"],
                      "kept_share": kept / computed if computed else None,
-                     "model_calls": counters.get(f"orca_beam.{model}:model_calls", 0)})
+                     "model_calls": counters.get(f"orca_beam.{model}:model_calls", 0),
+                     "output": str(output)})
     audio_s = runs[0]["audio_s"]
     return {"audio_s_per_s": median_rate(audio_s, [r["pipeline_wall_s"] for r in runs]),
             "process_audio_s_per_s": median_rate(audio_s, [r["process_wall_s"] for r in runs]),
+            "model_load_s": statistics.median(r["model_load_s"] or 0 for r in runs),
             "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
             "kept_share": runs[0]["kept_share"], "model_calls": runs[0]["model_calls"],
-            "audio_s": audio_s, "runs": runs}
+            "audio_s": audio_s, "output": runs[-1]["output"], "runs": runs}
 
 
-def main() -> None:
+def pipeline_rows(output: Path, model: str) -> dict[str, np.ndarray]:
+    """The embeddings a pipeline run wrote for ``model``: source path -> [N, D] in time order."""
+    import pyarrow.parquet as pq
+
+    folders = [p for p in (output / model).iterdir() if p.is_dir()]
+    table = pq.read_table(folders[0], columns=["source", "start_s", "embedding"]).to_pydict()
+    order = sorted(range(len(table["source"])),
+                   key=lambda i: (table["source"][i], table["start_s"][i]))
+    rows: dict[str, list] = {}
+    for i in order:
+        rows.setdefault(table["source"][i], []).append(table["embedding"][i])
+    return {source: np.asarray(vectors, np.float32) for source, vectors in rows.items()}
+
+
+def compare_with_direct(written: dict[str, np.ndarray], direct_rows: dict[str, np.ndarray]
+                        ) -> dict:
+    """How far the pipeline's rows are from per-file direct calls of the model: every source
+    written is compared with the direct embeddings of the file it resolves to. Returns counts,
+    the largest absolute difference and the largest difference relative to the row's scale."""
+    sources = rows = missing = 0
+    max_abs = max_rel = 0.0
+    shape_mismatches = []
+    for source, got in written.items():
+        want = direct_rows.get(str(Path(source).resolve()))
+        if want is None:
+            missing += 1
+            continue
+        sources += 1
+        if got.shape != want.shape:
+            shape_mismatches.append(f"{source}: {got.shape} vs {want.shape}")
+            continue
+        rows += got.shape[0]
+        if got.size:
+            diff = np.abs(got.astype(np.float64) - want)
+            scale = np.maximum(np.abs(want).max(axis=1, keepdims=True), 1e-12)
+            max_abs = max(max_abs, float(diff.max()))
+            max_rel = max(max_rel, float((diff / scale).max()))
+    files_without_rows = sum(1 for path, want in direct_rows.items() if want.shape[0]
+                             and not any(str(Path(s).resolve()) == path for s in written))
+    return {"sources_compared": sources, "rows_compared": rows, "sources_not_direct": missing,
+            "files_with_direct_rows_but_none_written": files_without_rows,
+            "shape_mismatches": shape_mismatches, "max_abs_diff": max_abs,
+            "max_rel_diff": max_rel}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["direct"]:
+        parser = argparse.ArgumentParser(prog="benchmarks.speed direct")
+        for name in ("--model", "--handle", "--short_list", "--ceiling_audio", "--out",
+                     "--embeddings"):
+            parser.add_argument(name, required=True)
+        parser.add_argument("--repeats", type=int, default=3)
+        parser.add_argument("--long", action="append")
+        direct(parser.parse_args(argv[1:]))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recordings", type=Path,
                         default=REPO.parent / "shared" / "data" / "orca-calls")
@@ -174,11 +322,14 @@ def main() -> None:
     parser.add_argument("--model_handle", action="append", default=[], metavar="NAME=HANDLE",
                         help="Default: the stand-ins, built once into the cache.")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--short_copies", type=int, default=4,
+                        help="Links to each real recording in the short-file set (default 4: "
+                             "556 files, 1236 s).")
     parser.add_argument("--long_s", type=float, action="append", default=None,
                         help="Lengths of the concatenated long files (default 600 and 7200).")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "orca-bench")
     parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     models = args.model or list(MODELS)
     handles = dict(item.split("=", 1) for item in args.model_handle)
     if any(m not in handles for m in models):
@@ -188,36 +339,32 @@ def main() -> None:
         handles = {m: handles.get(m, str(standins / m)) for m in models}
     args.work.mkdir(parents=True, exist_ok=True)
     files = real_files(args.recordings)
+    short = short_set(files, args.short_copies, args.work)
     longs = [make_long_file(files, s, args.work / f"long-{int(s)}s.wav")
              for s in (args.long_s or [600.0, 7200.0])]
-    from orca_beam.audio import load_audio
-
-    sample = {rate: load_audio(str(longs[0]), rate) for rate in (16000, 10000)}
-    from orca_beam.models.registry import get_model_spec
-
+    notebook_longs = [p for p in longs if sf.info(str(p)).duration <= 900]
     result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                           "python": platform.python_version()},
-              "inputs": {"short_files": len(files),
-                         "short_audio_s": round(sum(sf.info(str(f)).duration for f in files), 1),
+              "inputs": {"short_files": len(short), "short_copies": args.short_copies,
+                         "distinct_short_files": len(files),
+                         "short_audio_s": round(sum(sf.info(str(f)).duration for f in short), 1),
                          "long_files_s": [round(sf.info(str(p)).duration) for p in longs]},
+              "timing": "all rates start with the model loaded; (c) = pipeline wall from the "
+                        "start of the Beam pipeline (model loaded by the launcher for its "
+                        "in-process workers); process_audio_s_per_s counts the whole process",
               "models": {}}
+    short_inputs = [f"{args.work}/short/c{k}/*.wav" for k in range(args.short_copies)]
     for model in models:
-        rate = get_model_spec(model).sample_rate_hz
-        print(f"[{model}] ceiling ...", flush=True)
-        row = {"ceiling": ceiling(model, handles[model], sample[rate], max(5, args.repeats))}
-        row["standin"] = row["ceiling"]["version"].endswith("+standin")
-        print(f"[{model}] notebook, short files ...", flush=True)
-        row["notebook_short"] = notebook(model, handles[model], files, args.repeats)
+        print(f"[{model}] ceiling and notebook (a subprocess) ...", flush=True)
+        row, direct_rows = run_direct(model, handles[model], short, notebook_longs, longs[0],
+                                      max(3, args.repeats), args.work)
         print(f"[{model}] pipeline, short files ...", flush=True)
-        row["pipeline_short"] = pipeline(model, handles[model],
-                                         [f"{args.recordings}/catalog/*.wav",
-                                          f"{args.recordings}/hydrophone/*.wav"],
-                                         args.repeats, args.work)
+        row["pipeline_short"] = pipeline(model, handles[model], short_inputs, args.repeats,
+                                         args.work)
+        row["pipeline_short"]["equals_direct"] = compare_with_direct(
+            pipeline_rows(Path(row["pipeline_short"]["output"]), model), direct_rows)
         for long in longs:
             key = f"{round(sf.info(str(long)).duration)}s"
-            if sf.info(str(long)).duration <= 900:
-                print(f"[{model}] notebook, {key} file ...", flush=True)
-                row[f"notebook_{key}"] = notebook(model, handles[model], [long], 1)
             print(f"[{model}] pipeline, {key} file ...", flush=True)
             row[f"pipeline_{key}"] = pipeline(model, handles[model], [str(long)], 1, args.work)
         ceiling_rate = row["ceiling"]["audio_s_per_s"]
@@ -237,8 +384,9 @@ def main() -> None:
 
 def table(result: dict) -> str:
     """A markdown table of the headline figures."""
-    lines = ["| model | input | ceiling (a) | notebook (b) | pipeline (c) | c/a | c/b | peak RSS "
-             "MiB | kept |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | input | ceiling (a) | notebook (b) | pipeline (c) | c/a | c/b | "
+             "(c) with start-up | model load s | peak RSS MiB | kept |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for model, row in result["models"].items():
         for key, value in row.items():
             if not key.startswith("pipeline_"):
@@ -246,15 +394,13 @@ def table(result: dict) -> str:
             which = key.split("_", 1)[1]
             notebook_row = row.get(f"notebook_{which}")
             kept = value["kept_share"]
-            vs_notebook = f"{value['vs_notebook']:.1f}x" if "vs_notebook" in value else "-"
-            lines.append(
-                f"| {model} | {which} | {row['ceiling']['audio_s_per_s']:.0f} | "
-                f"{notebook_row['audio_s_per_s']:.0f} | " if notebook_row else
-                f"| {model} | {which} | {row['ceiling']['audio_s_per_s']:.0f} | - | ")
-            lines[-1] += (f"{value['audio_s_per_s']:.0f} | {value['of_ceiling']:.0%} | "
-                          f"{vs_notebook} | "
-                          f"{value['peak_rss_mib']:.0f} | "
-                          f"{'-' if kept is None else f'{kept:.0%}'} |")
+            cells = [model, which, f"{row['ceiling']['audio_s_per_s']:.0f}",
+                     f"{notebook_row['audio_s_per_s']:.0f}" if notebook_row else "-",
+                     f"{value['audio_s_per_s']:.0f}", f"{value['of_ceiling']:.0%}",
+                     f"{value['vs_notebook']:.2f}x" if "vs_notebook" in value else "-",
+                     f"{value['process_audio_s_per_s']:.0f}", f"{value['model_load_s']:.1f}",
+                     f"{value['peak_rss_mib']:.0f}", "-" if kept is None else f"{kept:.0%}"]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

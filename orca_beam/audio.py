@@ -214,18 +214,35 @@ def _checked_info(sound: sf.SoundFile, channel: int | None, label: str) -> Audio
     return info
 
 
+#: Containers whose frame count libsndfile derives from the data chunk's size (a short file is
+#: caught from the header: ``(should be N)``), and the integer PCM codings in which every byte
+#: pattern is a valid, finite sample. Together: nothing can go wrong later in the decode.
+_SIZED_CONTAINERS = {"WAV", "WAVEX", "RF64", "W64", "AIFF", "CAF", "AU"}
+_PLAIN_PCM = {"PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32"}
+
+
+def needs_decoding_to_validate(info: AudioInfo) -> bool:
+    """False for integer PCM in a sized container (WAV, AIFF, ...): its header checks are the
+    whole validation. True for compressed, ADPCM and float codings, which can fail or hold
+    NaN/inf part-way through."""
+    return not (info.format in _SIZED_CONTAINERS and info.subtype in _PLAIN_PCM)
+
+
 def validate_audio(source: Source, *, channel: int | None = None,
                    name: str | None = None) -> AudioInfo:
-    """Decodes ``source`` once without keeping the samples and returns its AudioInfo.
+    """Checks ``source`` fully without keeping the samples and returns its AudioInfo.
 
     Raises EmptyAudioError, TruncatedAudioError, CorruptAudioError, UnsupportedAudioError,
-    NonFiniteAudioError or ChannelOutOfRangeError. Memory stays at one decode block.
+    NonFiniteAudioError or ChannelOutOfRangeError. Codings that can fail part-way (compressed,
+    ADPCM, float) are decoded once, memory staying at one decode block; integer PCM in a sized
+    container needs only its header (see :func:`needs_decoding_to_validate`).
     """
     label = _name_of(source, name)
     with _open_binary(source) as fileobj, _open_sound(fileobj, label) as sound:
         info = _checked_info(sound, channel, label)
-        for _ in _decoded_blocks(sound, label, channel):
-            pass
+        if needs_decoding_to_validate(info):
+            for _ in _decoded_blocks(sound, label, channel):
+                pass
     return info
 
 

@@ -5,19 +5,15 @@ Same loader, registry, chunking and model calls as the pipeline, so the numbers 
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import numpy as np
 
 from orca_beam.audio import Source, load_audio
 from orca_beam.framing import Chunker, default_chunk_frames, frame_times_s, num_frames
-from orca_beam.models.loading import ModelVersion, load_model
+from orca_beam.models.loading import cached_model
 from orca_beam.models.registry import ModelSpec, get_model_spec
 from orca_beam.runners import DEFAULT_PACK_S, make_runner
-
-_MODELS: dict[str, tuple[object, ModelVersion]] = {}
-_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -39,14 +35,6 @@ class FileEmbeddings:
     duration_s: float
     model_version: str
     standin: bool
-
-
-def cached_model(handle: str):
-    """``(model, ModelVersion)`` for ``handle``, loaded once per process."""
-    with _LOCK:
-        if handle not in _MODELS:
-            _MODELS[handle] = load_model(handle)
-        return _MODELS[handle]
 
 
 def representation(spec: ModelSpec, model, waveform: np.ndarray) -> np.ndarray:

@@ -1,7 +1,8 @@
 """The Beam RunInference ``ModelHandler`` for the registry models (wraps :mod:`orca_beam.runners`).
 
-One model per worker process, shared by its threads (Beam's ``shared.Shared``), loaded with
-``tensorflow_hub.load`` in ``load_model`` (never in a constructor, which would be pickled). Beam
+One model per process, shared by its threads (Beam's ``shared.Shared`` over the process cache
+``loading.cached_model``), loaded with ``tensorflow_hub.load`` in ``load_model`` (never in a
+constructor, which would be pickled). Beam
 forms batches across files: by samples for VGGish/YAMNet (packed into one call by the runner), by
 windows for humpback (stacked into ``features`` calls).
 """
@@ -46,11 +47,12 @@ class OrcaModelHandler(ModelHandler):
     by windows for humpback.
     """
 
-    def __init__(self, spec: ModelSpec, handle: str, *, pack_s: float = DEFAULT_PACK_S,
-                 batch_windows: int = DEFAULT_BATCH_WINDOWS,
+    def __init__(self, spec: ModelSpec, handle: str, *, expected_sha256: str | None = None,
+                 pack_s: float = DEFAULT_PACK_S, batch_windows: int = DEFAULT_BATCH_WINDOWS,
                  large_model: bool = False):
         self.spec = spec
         self.handle = handle
+        self.expected_sha256 = expected_sha256
         self.pack_s = pack_s
         self.batch_windows = batch_windows
         if spec.interface == "humpback":
@@ -66,9 +68,11 @@ class OrcaModelHandler(ModelHandler):
                          large_model=large_model)
 
     def load_model(self) -> LoadedModel:
-        from orca_beam.models.loading import load_model
+        from orca_beam.models.loading import cached_model
 
-        model, version = load_model(self.handle)
+        # in-process runners reuse the model the launcher loaded and checked; a worker process
+        # of its own loads it once and verifies it holds the launcher's content
+        model, version = cached_model(self.handle, self.expected_sha256)
         runner = make_runner(self.spec, model, pack_s=self.pack_s,
                              batch_windows=self.batch_windows)
         return LoadedModel(runner, version.label, version.standin)

@@ -25,6 +25,7 @@ from orca_beam.audio import AudioError, iter_resampled_blocks, validate_audio
 from orca_beam.framing import Chunker, Piece, default_chunk_frames, frame_times_s, num_frames
 from orca_beam.inference import OrcaModelHandler
 from orca_beam.models.registry import ModelSpec
+from orca_beam.prefetch import prefetched
 from orca_beam.records import (
     EMBEDDED,
     FAILED,
@@ -42,6 +43,9 @@ NAMESPACE = "orca_beam"
 #: Files up to this size are read into memory once; larger ones are streamed (twice: validate,
 #: then decode), so memory never holds a whole long recording.
 IN_MEMORY_MAX_BYTES = 256 * 1024 * 1024
+#: Decoded blocks (``audio.DECODE_BLOCK_S`` each) a file's decoder may run ahead of the model:
+#: more than one packed model call's worth (60 s), so decoding overlaps the call.
+PREFETCH_BLOCKS = 8
 FILES_TAG = "files"
 FAILURES_TAG = "failures"
 SOURCES_TAG = "sources"
@@ -145,8 +149,9 @@ class _DecodeAndFrameFn(beam.DoFn):
                 chunk_frames=default_chunk_frames(spec, self.chunk_s)) for spec in specs}
             rates = {spec.sample_rate_hz for spec in specs}
             first_rate = min(rates)
-            for blocks in iter_resampled_blocks(open_source(), rates, channel=self.channel,
-                                                name=path):
+            # decoded in a background thread while this one runs the model on earlier blocks
+            for blocks in prefetched(lambda: iter_resampled_blocks(
+                    open_source(), rates, channel=self.channel, name=path), PREFETCH_BLOCKS):
                 Progress.add(audio_s=len(blocks[first_rate]) / first_rate)
                 for spec in specs:
                     for piece in chunkers[spec.name].push(blocks[spec.sample_rate_hz]):
@@ -238,20 +243,22 @@ class EmbedWithModel(beam.PTransform):
     """Pieces of one model -> RunInference -> tagged outputs: ``tables`` (pyarrow Tables of
     embedding rows), ``counts`` (((source, model), rows)) and ``failures`` (Failure per piece
     whose batch raised). ``to_rows`` replaces the DoFn that turns results into tables and counts
-    (segments mode passes ``SegmentRowsFn``)."""
+    (segments mode passes ``SegmentRowsFn``). ``expected_sha256``: the model content the launcher
+resolved; a worker that finds other content fails instead of mixing two models in one version."""
 
     def __init__(self, spec: ModelSpec, handle: str, *, pack_s: float, batch_windows: int,
-                 to_rows: beam.DoFn | None = None):
+                 to_rows: beam.DoFn | None = None, expected_sha256: str | None = None):
         super().__init__()
         self.spec = spec
         self.handle = handle
+        self.expected_sha256 = expected_sha256
         self.pack_s = pack_s
         self.batch_windows = batch_windows
         self.to_rows = to_rows or _ToTableFn(spec)
 
     def expand(self, pieces):
-        handler = OrcaModelHandler(self.spec, self.handle, pack_s=self.pack_s,
-                                   batch_windows=self.batch_windows)
+        handler = OrcaModelHandler(self.spec, self.handle, expected_sha256=self.expected_sha256,
+                                   pack_s=self.pack_s, batch_windows=self.batch_windows)
         main, dead = pieces | "RunInference" >> RunInference(handler).with_exception_handling()
         tables = main | "ToRows" >> beam.ParDo(self.to_rows).with_outputs(
             "counts", main="tables")

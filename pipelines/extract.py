@@ -20,7 +20,11 @@ import time
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import GoogleCloudOptions
+from apache_beam.options.pipeline_options import (
+    DirectOptions,
+    GoogleCloudOptions,
+    StandardOptions,
+)
 
 from orca_beam.annotations import REJECTED, load_mapping, parse_annotations
 from orca_beam.manifest import (
@@ -30,7 +34,7 @@ from orca_beam.manifest import (
     plan_sources,
     read_manifest,
 )
-from orca_beam.models.loading import model_version
+from orca_beam.models.loading import cached_model, model_version
 from orca_beam.options import ExtractOptions
 from orca_beam.projector.export import projector_dir
 from orca_beam.records import FAILED, segment_schema
@@ -97,6 +101,35 @@ def resolve_versions(options: ExtractOptions, handles: dict[str, str]) -> dict:
     return versions
 
 
+#: Runners whose workers run inside the launching process (Beam's local runners, in memory).
+IN_PROCESS_RUNNERS = {None, "DirectRunner", "SwitchingDirectRunner", "FnApiRunner",
+                      "BundleBasedDirectRunner"}
+
+
+def runs_in_process(options: ExtractOptions) -> bool:
+    """True when the runner's workers are this process (DirectRunner in memory), so a model
+    loaded here is the one they use."""
+    runner = options.view_as(StandardOptions).runner
+    name = runner if isinstance(runner, str) or runner is None else type(runner).__name__
+    return (name in IN_PROCESS_RUNNERS
+            and options.view_as(DirectOptions).direct_running_mode == "in_memory"
+            and not options.view_as(GoogleCloudOptions).template_location)
+
+
+def preload_models(handles: dict[str, str], versions: dict) -> dict[str, float]:
+    """Loads each model once in this process, before the pipeline starts, checking it holds
+    the content its version was named from; returns model -> seconds taken. The in-process
+    runner's workers then reuse it (``loading.cached_model``), and a model that cannot be loaded
+    stops the run here instead of after decoding."""
+    taken = {}
+    for name, version in versions.items():
+        started = time.perf_counter()
+        cached_model(handles[name], version.content_sha256)
+        taken[name] = round(time.perf_counter() - started, 3)
+        LOG.info("model %s loaded in %.1f s (the in-process workers reuse it)", name, taken[name])
+    return taken
+
+
 def embed_and_write(pieces, options: ExtractOptions, handles: dict[str, str], versions: dict,
                     *, file_prefix: str, to_rows=None, schema_of=None, projector: bool = True):
     """Per model: its Pieces (``pieces[name]``) -> RunInference -> Parquet shards in the model
@@ -107,7 +140,8 @@ def embed_and_write(pieces, options: ExtractOptions, handles: dict[str, str], ve
     for spec in options.model_specs():
         embedded = pieces[spec.name] | f"Embed_{spec.name}" >> EmbedWithModel(
             spec, handles[spec.name], pack_s=options.pack_s, batch_windows=options.batch_windows,
-            to_rows=to_rows(spec) if to_rows else None)
+            to_rows=to_rows(spec) if to_rows else None,
+            expected_sha256=versions[spec.name].content_sha256)
         shards[spec.name] = embedded["tables"] | f"Write_{spec.name}" >> WriteEmbeddings(
             versions[spec.name].folder(options.output), spec,
             schema=schema_of(spec) if schema_of else None, file_prefix=file_prefix)
@@ -241,7 +275,6 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     options = ExtractOptions(argv if argv is not None else sys.argv[1:])
     options.validate()
     Progress.interval_s = options.progress_interval_s
-    Progress.restart()
     annotations = None
     if options.annotations:
         annotations = read_annotations(options)
@@ -261,7 +294,9 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
                   f" retry {counts['retry']}, unchanged {counts['unchanged']}, deleted "
                   f"{counts['deleted']}")
         return {"plan": planned}
+    load_s = preload_models(handles, versions) if runs_in_process(options) else {}
     run_id = new_run_id()
+    Progress.restart()
     started = time.perf_counter()
     pipeline = test_pipeline or beam.Pipeline(options=options)
     template = options.view_as(GoogleCloudOptions).template_location
@@ -286,6 +321,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         outcomes = read_jsonl(options.output.rstrip("/") + "/segments/outcomes-*.jsonl")
         summary = summarise_segments(outcomes, [spec.name for spec in specs], wall_s)
         summary["versions"] = {n: v.version_id for n, v in versions.items()}
+        summary["model_load_s"] = load_s
         summary["counters"] = counters(result)
         path = write_summary(options.output, summary)
         print(format_segment_summary(summary))
@@ -295,6 +331,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     summary = summarise(outcomes, [spec.name for spec in specs], wall_s)
     summary["files_matched"] = matched
     summary["run_id"] = run_id
+    summary["model_load_s"] = load_s
     summary["versions"] = {}
     for name, version in versions.items():
         manifest = read_manifest(version.folder(options.output))

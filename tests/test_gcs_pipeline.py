@@ -80,7 +80,7 @@ def normalise(files: dict[str, bytes], replace: dict[str, str]) -> dict[str, obj
             out.setdefault(key, []).extend(fix(line) for line in data.decode().splitlines())
         elif base == "summary.json":
             summary = json.loads(fix(data.decode()))
-            for volatile in ("wall_s", "audio_s_per_wall_s", "run_id", "counters"):
+            for volatile in ("wall_s", "audio_s_per_wall_s", "run_id", "counters", "model_load_s"):
                 summary.pop(volatile, None)
             summary["versions"] = {m: v.get("plan") if isinstance(v, dict) else None
                                    for m, v in summary["versions"].items()}

@@ -129,8 +129,10 @@ def test_pooled_vectors_are_the_mean_of_the_frames_of_the_centred_window(
         expected = direct_frames(window_waveform(path, rate, window_start, needed), model,
                                  standin_dir / model)
         assert expected.shape[0] == frames
+        # packed with other segments vs alone: float32 sums blocked by batch size differ in
+        # the last digits, most visibly on elements far below the vector's largest
         np.testing.assert_allclose(record["embedding"], expected.mean(axis=0), rtol=1e-5,
-                                   atol=1e-6 * np.abs(expected).max())
+                                   atol=1e-5 * np.abs(expected).max())
         assert record["standin"] is True and record["model_version"].endswith("+standin")
         values = [record[c] for c in HEADER]
         if record["kind"] == "call":

@@ -24,6 +24,10 @@ STANDIN_MARKER = "orca_beam_standin.json"
 
 _COPY_LOCK = threading.Lock()
 _COPIED: dict[str, str] = {}
+_MODELS_LOCK = threading.Lock()
+_MODELS: dict[str, tuple] = {}  # handle -> (model, ModelVersion)
+_HASHES_LOCK = threading.Lock()
+_HASHES: dict[str, tuple] = {}  # resolved dir -> (listing of (name, size, mtime_ns), sha256)
 
 
 @dataclass(frozen=True)
@@ -86,14 +90,28 @@ def resolve_model_dir(handle: str) -> str:
 
 
 def content_sha256(model_dir: str | os.PathLike) -> str:
-    """SHA-256 over the relative names and bytes of every file under ``model_dir``, sorted."""
-    root = Path(model_dir)
+    """SHA-256 over the relative names and bytes of every file under ``model_dir``, sorted.
+
+    Computed once per process for a directory whose file names, sizes and modification times
+    are unchanged (the launcher and an in-process worker hash VGGish's 290 MB once, not twice);
+    any change to those reads the bytes again.
+    """
+    root = Path(model_dir).resolve()
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    listing = tuple((p.relative_to(root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
+                    for p in files)
+    with _HASHES_LOCK:
+        known = _HASHES.get(str(root))
+        if known and known[0] == listing:
+            return known[1]
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in files:
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         with open(path, "rb") as handle:
             while chunk := handle.read(1 << 22):
                 digest.update(chunk)
+    with _HASHES_LOCK:
+        _HASHES[str(root)] = (listing, digest.hexdigest())
     return digest.hexdigest()
 
 
@@ -119,19 +137,44 @@ def enable_gpu_memory_growth() -> None:
             pass
 
 
-def load_model(handle: str):
+class ModelChangedError(RuntimeError):
+    """The SavedModel behind a handle is not the one the job was planned with."""
+
+
+def load_model(handle: str, expected_sha256: str | None = None):
     """Loads ``handle`` with ``tensorflow_hub.load`` from its local directory.
 
-    Returns ``(model, ModelVersion)``. Logs a warning when the model is a stand-in.
+    Returns ``(model, ModelVersion)``. Logs a warning when the model is a stand-in. With
+    ``expected_sha256`` (the content hash the launcher resolved), raises ModelChangedError when
+    the directory now holds different bytes, so one output version never mixes two models.
     """
     import tensorflow_hub as hub
 
     enable_gpu_memory_growth()
     local = resolve_model_dir(handle)
     version = model_version(handle, local)
+    if expected_sha256 and version.content_sha256 != expected_sha256:
+        raise ModelChangedError(
+            f"model {handle} changed since the job was launched: content sha256 "
+            f"{version.content_sha256[:16]}, launched with {expected_sha256[:16]}")
     model = hub.load(local)
     if version.standin:
         marker = json.loads((Path(local) / "assets" / STANDIN_MARKER).read_text())
         LOG.warning("model %s is a STAND-IN (%s seed %s, random weights): its embeddings are "
                     "not real", handle, marker.get("model"), marker.get("seed"))
     return model, version
+
+
+def cached_model(handle: str, expected_sha256: str | None = None):
+    """``(model, ModelVersion)`` for ``handle``, loaded once per process and shared by its
+    threads (the launcher, an in-process runner's workers and the notebook API all use this).
+
+    With ``expected_sha256`` a cached model of other content is not used: the handle is loaded
+    again and must then hold exactly that content (see :func:`load_model`). Without it, the first
+    model loaded for the handle in this process is returned.
+    """
+    with _MODELS_LOCK:
+        cached = _MODELS.get(handle)
+        if cached is None or (expected_sha256 and cached[1].content_sha256 != expected_sha256):
+            _MODELS[handle] = load_model(handle, expected_sha256)
+        return _MODELS[handle]

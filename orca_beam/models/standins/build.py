@@ -57,7 +57,15 @@ class VGGishStandin(tf.Module):
     def __call__(self, waveform):
         log_mel = frontends.log_mel(waveform, _VGGISH.front_end, _VGGISH.sample_rate_hz)
         patches = tf.signal.frame(log_mel, PATCH_FRAMES, PATCH_FRAMES, axis=0)
-        return self.network(patches)
+        return _on_nonempty_batch(self.network, patches, _VGGISH.embedding_dim)
+
+
+def _on_nonempty_batch(network, batch: tf.Tensor, width: int) -> tf.Tensor:
+    """``network(batch)``, or [0, width] zeros for an empty batch without running the network
+    (oneDNN's convolutions reject a batch of 0 on some CPUs; the published models return an
+    empty result for input shorter than one window)."""
+    return tf.cond(tf.shape(batch)[0] > 0, lambda: network(batch),
+                   lambda: tf.zeros([0, width], tf.float32))
 
 
 def _yamnet_pad(waveform: tf.Tensor) -> tf.Tensor:
@@ -168,7 +176,7 @@ class HumpbackStandin(tf.Module):
         flat = tf.reshape(windows, [-1, _HUMPBACK.window_units, _HUMPBACK.front_end.mel_bands])
         normalised = frontends.pcen(flat, self.front_end.alpha, self.front_end.delta,
                                     self.front_end.root)
-        scores = tf.sigmoid(self.logits(normalised))
+        scores = tf.sigmoid(_on_nonempty_batch(self.logits, normalised, 1))
         return {"scores": tf.reshape(scores, [batch, count, 1])}
 
     @tf.function(input_signature=[])
