@@ -82,12 +82,13 @@ class OrcaModelHandler(ModelHandler):
         from apache_beam.metrics import Metrics
 
         stats = model.runner.stats
-        before = (stats.calls, stats.frames_computed, stats.frames_kept)
+        before = (stats.calls, stats.frames_computed, stats.frames_kept,
+                  int(stats.seconds_in_model * 1000))
         embeddings, thumbnails = model.runner.embed_with_thumbnails(list(batch))
         namespace = self.get_metrics_namespace()
-        for name, old, new in zip(("model_calls", "frames_computed", "frames_kept"), before,
-                                  (stats.calls, stats.frames_computed, stats.frames_kept),
-                                  strict=True):
+        for name, old, new in zip(("model_calls", "frames_computed", "frames_kept", "model_ms"),
+                                  before, (stats.calls, stats.frames_computed, stats.frames_kept,
+                                           int(stats.seconds_in_model * 1000)), strict=True):
             Metrics.counter(namespace, name).inc(new - old)
         return [PredictionResult(_without_samples(piece), (rows, images), model.version_label)
                 for piece, rows, images in zip(batch, embeddings, thumbnails, strict=True)]

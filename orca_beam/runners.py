@@ -24,7 +24,7 @@ import numpy as np
 
 from orca_beam.framing import Piece
 from orca_beam.models.registry import PATCH_FRAMES, ModelSpec
-from orca_beam.projector.thumbnails import to_image
+from orca_beam.projector.thumbnails import to_images
 
 LOG = logging.getLogger(__name__)
 
@@ -36,7 +36,8 @@ DEFAULT_BATCH_WINDOWS = 32
 
 @dataclass
 class RunnerStats:
-    """Counts kept by a runner: model calls, windows computed and windows kept."""
+    """Counts kept by a runner: model calls, windows computed and windows kept, and the wall
+    seconds spent inside the model's own calls (humpback: ``front_end`` and ``features``)."""
 
     calls: int = 0
     frames_computed: int = 0
@@ -75,21 +76,18 @@ class WaveformRunner:
         started = time.perf_counter()
         tensor = tf.constant(waveform, dtype=tf.float32)
         out = self.model(tensor)
+        result = (out if self.spec.interface == "vggish" else out[1]).numpy()
+        self.stats.seconds_in_model += time.perf_counter() - started
         log_mel = None
-        if self.spec.interface == "vggish":
-            embeddings = out
-            if want_log_mel:
-                from orca_beam.models import frontends
+        if want_log_mel and self.spec.interface == "vggish":
+            from orca_beam.models import frontends
 
-                log_mel = frontends.log_mel(tensor, self.spec.front_end,
-                                            self.spec.sample_rate_hz).numpy()
-        else:
-            embeddings = out[1]
-            log_mel = out[2].numpy() if want_log_mel else None
-        result = embeddings.numpy()
+            log_mel = frontends.log_mel(tensor, self.spec.front_end,
+                                        self.spec.sample_rate_hz).numpy()
+        elif want_log_mel:
+            log_mel = out[2].numpy()
         self.stats.calls += 1
         self.stats.frames_computed += result.shape[0]
-        self.stats.seconds_in_model += time.perf_counter() - started
         return result, log_mel
 
     def _run_pack(self, pack: list[Piece], want_images: bool
@@ -116,7 +114,7 @@ class WaveformRunner:
             out.append(rows)
             if want_images:
                 starts = (first_row + np.arange(piece.num_frames)) * frames_per_hop
-                images.append(np.stack([to_image(log_mel[f:f + PATCH_FRAMES]) for f in starts]))
+                images.append(to_images(log_mel[starts[:, None] + np.arange(PATCH_FRAMES)]))
         self.stats.frames_kept += sum(p.num_frames for p in pack)
         return out, images
 
@@ -166,8 +164,10 @@ class HumpbackRunner:
         import tensorflow as tf
 
         spec = self.spec
+        started = time.perf_counter()
         pcen = self.model.front_end(tf.constant(piece.samples[None, :, None], tf.float32))
         pcen = pcen.numpy()[0, piece.warmup_units:]
+        self.stats.seconds_in_model += time.perf_counter() - started
         need = (piece.num_frames - 1) * spec.hop_units + spec.window_units
         if pcen.shape[0] < need:
             pad = np.zeros((need - pcen.shape[0], pcen.shape[1]), np.float32)
@@ -184,23 +184,22 @@ class HumpbackRunner:
         """Embeddings per piece, plus [num_frames, 32, 32] uint8 PCEN thumbnails per piece."""
         import tensorflow as tf
 
-        started = time.perf_counter()
         windows = [self.pcen_windows(piece) for piece in pieces]
         counts = [w.shape[0] for w in windows]
         if not windows:
             return [], []
-        images = ([np.stack([to_image(window) for window in piece_windows])
-                   for piece_windows in windows] if thumbnails else [])
+        images = [to_images(piece_windows) for piece_windows in windows] if thumbnails else []
         stacked = np.concatenate(windows)
         outputs = []
         for begin in range(0, stacked.shape[0], self.batch_windows):
+            started = time.perf_counter()
             batch = tf.constant(stacked[begin:begin + self.batch_windows])
             outputs.append(self.model.features(batch).numpy())
+            self.stats.seconds_in_model += time.perf_counter() - started
             self.stats.calls += 1
         features = np.concatenate(outputs)
         self.stats.frames_computed += features.shape[0]
         self.stats.frames_kept += features.shape[0]
-        self.stats.seconds_in_model += time.perf_counter() - started
         return list(np.split(features, np.cumsum(counts)[:-1])), images
 
 

@@ -17,15 +17,17 @@ import time
 from collections.abc import Iterable, Sequence
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.io import fileio
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import PredictionResult, RunInference
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
 
 from orca_beam.audio import AudioError, iter_resampled_blocks, validate_audio
 from orca_beam.framing import Chunker, Piece, default_chunk_frames, frame_times_s, num_frames
 from orca_beam.inference import OrcaModelHandler
 from orca_beam.models.registry import ModelSpec
-from orca_beam.prefetch import prefetched
 from orca_beam.records import (
     EMBEDDED,
     FAILED,
@@ -43,9 +45,8 @@ NAMESPACE = "orca_beam"
 #: Files up to this size are read into memory once; larger ones are streamed (twice: validate,
 #: then decode), so memory never holds a whole long recording.
 IN_MEMORY_MAX_BYTES = 256 * 1024 * 1024
-#: Decoded blocks (``audio.DECODE_BLOCK_S`` each) a file's decoder may run ahead of the model:
-#: more than one packed model call's worth (60 s), so decoding overlaps the call.
-PREFETCH_BLOCKS = 8
+#: Embedding rows gathered into one table (one Parquet row group) before it is written.
+TABLE_ROWS = 4096
 FILES_TAG = "files"
 FAILURES_TAG = "failures"
 SOURCES_TAG = "sources"
@@ -149,9 +150,8 @@ class _DecodeAndFrameFn(beam.DoFn):
                 chunk_frames=default_chunk_frames(spec, self.chunk_s)) for spec in specs}
             rates = {spec.sample_rate_hz for spec in specs}
             first_rate = min(rates)
-            # decoded in a background thread while this one runs the model on earlier blocks
-            for blocks in prefetched(lambda: iter_resampled_blocks(
-                    open_source(), rates, channel=self.channel, name=path), PREFETCH_BLOCKS):
+            for blocks in iter_resampled_blocks(open_source(), rates, channel=self.channel,
+                                                name=path):
                 Progress.add(audio_s=len(blocks[first_rate]) / first_rate)
                 for spec in specs:
                     for piece in chunkers[spec.name].push(blocks[spec.sample_rate_hz]):
@@ -209,9 +209,26 @@ class DecodeAndFrame(beam.PTransform):
 
 
 class _ToTableFn(beam.DoFn):
+    """Inference results -> embedding rows, gathered into tables of about ``TABLE_ROWS`` rows
+    (one Parquet row group each, instead of one per piece)."""
+
     def __init__(self, spec: ModelSpec):
         self.spec = spec
         self.rows = Metrics.counter(NAMESPACE, f"embeddings_{spec.name}")
+
+    def start_bundle(self):
+        self.pending: list = []
+        self.pending_rows = 0
+
+    def _take_pending(self):
+        table = pa.concat_tables(self.pending)
+        self.pending, self.pending_rows = [], 0
+        return table
+
+    def finish_bundle(self):
+        if self.pending:
+            yield WindowedValue(self._take_pending(), GlobalWindow().max_timestamp(),
+                                [GlobalWindow()])
 
     def process(self, result: PredictionResult):
         piece: Piece = result.example
@@ -221,10 +238,13 @@ class _ToTableFn(beam.DoFn):
         version = result.model_id or ""
         self.rows.inc(embeddings.shape[0])
         Progress.add(**{f"emb_{self.spec.name}": embeddings.shape[0]})
-        yield embedding_table(
+        self.pending.append(embedding_table(
             source=piece.source, channel=piece.channel, start_s=start_s, end_s=end_s,
             model=self.spec.name, model_version=version, standin=version.endswith("+standin"),
-            embeddings=embeddings, thumbnails=thumbnails)
+            embeddings=embeddings, thumbnails=thumbnails))
+        self.pending_rows += embeddings.shape[0]
+        if self.pending_rows >= TABLE_ROWS:
+            yield self._take_pending()
         yield beam.pvalue.TaggedOutput("counts", ((piece.source, self.spec.name),
                                                   embeddings.shape[0]))
 
