@@ -7,7 +7,9 @@
 
     python -m benchmarks.speed --json benchmarks/results/2core-standins.json
 
-(a) and (b) run in one fresh subprocess per model, so no other model shares the process. All three
+(a) and (b) run in one fresh subprocess per model, so no other model shares the process; it stays
+up and measures (a) again just before and after every run of (c), whose share of the ceiling is
+taken against those two (the machine's speed drifts by several percent over minutes). All three
 start timing with the model loaded: (a) and (b) after ``hub.load``, (c) from the start of the
 Beam pipeline, the launcher having loaded the model for its in-process workers; the model load
 and the whole process's wall time of (c) are reported beside it.
@@ -185,25 +187,52 @@ def direct(args) -> None:
     np.savez(args.embeddings, names=np.array(names),
              **{str(i): embeddings[name] for i, name in enumerate(names)})
     Path(args.out).write_text(json.dumps(out, indent=1))
+    # then (a) again whenever asked, with the model still loaded: one line in, one line out
+    print("ready", flush=True)
+    for line in sys.stdin:
+        if line.strip() != "ceiling":
+            break
+        print(json.dumps(ceiling(spec, loaded, sample, 2)), flush=True)
 
 
-def run_direct(model: str, handle: str, short: list[Path], longs: list[Path], ceiling_audio: Path,
-               repeats: int, work: Path) -> tuple[dict, dict[str, np.ndarray]]:
-    """Runs the ``direct`` subcommand for ``model``; returns its JSON and (b)'s embeddings."""
-    short_list = work / f"short-{model}.json"
-    short_list.write_text(json.dumps([str(p) for p in short]))
-    out, embeddings = work / f"direct-{model}.json", work / f"direct-{model}.npz"
-    command = [sys.executable, "-m", "benchmarks.speed", "direct", "--model", model,
-               "--handle", handle, "--short_list", str(short_list), "--ceiling_audio",
-               str(ceiling_audio), "--repeats", str(repeats), "--out", str(out),
-               "--embeddings", str(embeddings), *[f"--long={p}" for p in longs]]
-    done = subprocess.run(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    if done.returncode != 0:
-        raise RuntimeError(f"direct calls failed: {done.stderr.decode(errors='replace')[-3000:]}")
-    stored = np.load(embeddings)
-    by_path = {str(name): stored[str(i)] for i, name in enumerate(stored["names"])}
-    return json.loads(out.read_text()), by_path
+class DirectCalls:
+    """The ``direct`` subcommand for one model in a subprocess: (a) and (b) once, then (a) again
+    on request (:meth:`ceiling`) with the model still loaded, to bracket each pipeline run (the
+    machine's speed drifts by several percent over minutes)."""
+
+    def __init__(self, model: str, handle: str, short: list[Path], longs: list[Path],
+                 ceiling_audio: Path, repeats: int, work: Path):
+        short_list = work / f"short-{model}.json"
+        short_list.write_text(json.dumps([str(p) for p in short]))
+        out, embeddings = work / f"direct-{model}.json", work / f"direct-{model}.npz"
+        self.errors = open(work / f"direct-{model}.stderr", "w+b")  # noqa: SIM115 - kept open
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.speed", "direct", "--model", model,
+             "--handle", handle, "--short_list", str(short_list), "--ceiling_audio",
+             str(ceiling_audio), "--repeats", str(repeats), "--out", str(out),
+             "--embeddings", str(embeddings), *[f"--long={p}" for p in longs]],
+            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors,
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), text=True)
+        if self.process.stdout.readline().strip() != "ready":
+            self.close()
+            self.errors.seek(0)
+            raise RuntimeError(f"direct calls failed: "
+                               f"{self.errors.read().decode(errors='replace')[-3000:]}")
+        self.result = json.loads(out.read_text())
+        stored = np.load(embeddings)
+        self.embeddings = {str(name): stored[str(i)] for i, name in enumerate(stored["names"])}
+
+    def ceiling(self) -> float:
+        """(a) measured now: audio s/s."""
+        self.process.stdin.write("ceiling\n")
+        self.process.stdin.flush()
+        return json.loads(self.process.stdout.readline())["audio_s_per_s"]
+
+    def close(self) -> None:
+        """Ends the subprocess."""
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            self.process.wait(timeout=60)
 
 
 # ---- (c): the pipeline in a subprocess ------------------------------------------------------
@@ -232,26 +261,38 @@ def run_pipeline(models: list[str], handles: dict[str, str], inputs: list[str], 
     return summary
 
 
-def pipeline(model: str, handle: str, inputs: list[str], repeats: int, work: Path) -> dict:
+def pipeline(model: str, handle: str, inputs: list[str], repeats: int, work: Path,
+             direct_calls: DirectCalls) -> dict:
     """(c): audio s/s over the pipeline's wall time (median of ``repeats``), with the model load
-    and process wall beside it, peak RSS, and the share of computed patches kept. The last
-    run's output folder is returned under ``output``."""
+    and process wall beside it, peak RSS, and the share of computed patches kept. Each run is
+    bracketed by a measurement of (a); ``of_ceiling`` is the median over runs of the run's rate
+    over the mean of its two brackets. The last run's output folder is under ``output``."""
     runs = []
     for repeat in range(repeats):
         output = work / f"out-{model}-{repeat}-{time.monotonic_ns()}"
+        ceiling_before = direct_calls.ceiling()
         summary = run_pipeline([model], {model: handle}, inputs, output)
+        ceiling_after = direct_calls.ceiling()
         counters = summary["counters"]
         computed = counters.get(f"orca_beam.{model}:frames_computed", 0)
         kept = counters.get(f"orca_beam.{model}:frames_kept", 0)
         runs.append({"pipeline_wall_s": summary["wall_s"],
+                     "model_s": counters.get(f"orca_beam.{model}:model_ms", 0) / 1000,
                      "model_load_s": summary.get("model_load_s", {}).get(model),
                      "process_wall_s": summary["process_wall_s"],
                      "audio_s": summary["audio_s"], "peak_rss_mib": summary["peak_rss_mib"],
                      "kept_share": kept / computed if computed else None,
                      "model_calls": counters.get(f"orca_beam.{model}:model_calls", 0),
+                     "ceiling_around": [ceiling_before, ceiling_after],
+                     "of_ceiling": summary["audio_s"] / summary["wall_s"] * 2
+                     / (ceiling_before + ceiling_after),
                      "output": str(output)})
     audio_s = runs[0]["audio_s"]
+    middle = sorted(runs, key=lambda r: r["pipeline_wall_s"])[len(runs) // 2]
     return {"audio_s_per_s": median_rate(audio_s, [r["pipeline_wall_s"] for r in runs]),
+            "of_ceiling": statistics.median(r["of_ceiling"] for r in runs),
+            "model_s": middle["model_s"],
+            "outside_model_s": middle["pipeline_wall_s"] - middle["model_s"],
             "process_audio_s_per_s": median_rate(audio_s, [r["process_wall_s"] for r in runs]),
             "model_load_s": statistics.median(r["model_load_s"] or 0 for r in runs),
             "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
@@ -322,6 +363,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model_handle", action="append", default=[], metavar="NAME=HANDLE",
                         help="Default: the stand-ins, built once into the cache.")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--long_repeats", type=int, default=1,
+                        help="Pipeline runs per long file (default 1).")
     parser.add_argument("--short_copies", type=int, default=4,
                         help="Links to each real recording in the short-file set (default 4: "
                              "556 files, 1236 s).")
@@ -356,21 +399,31 @@ def main(argv: list[str] | None = None) -> None:
     short_inputs = [f"{args.work}/short/c{k}/*.wav" for k in range(args.short_copies)]
     for model in models:
         print(f"[{model}] ceiling and notebook (a subprocess) ...", flush=True)
-        row, direct_rows = run_direct(model, handles[model], short, notebook_longs, longs[0],
-                                      max(3, args.repeats), args.work)
-        print(f"[{model}] pipeline, short files ...", flush=True)
-        row["pipeline_short"] = pipeline(model, handles[model], short_inputs, args.repeats,
-                                         args.work)
-        row["pipeline_short"]["equals_direct"] = compare_with_direct(
-            pipeline_rows(Path(row["pipeline_short"]["output"]), model), direct_rows)
-        for long in longs:
-            key = f"{round(sf.info(str(long)).duration)}s"
-            print(f"[{model}] pipeline, {key} file ...", flush=True)
-            row[f"pipeline_{key}"] = pipeline(model, handles[model], [str(long)], 1, args.work)
-        ceiling_rate = row["ceiling"]["audio_s_per_s"]
+        direct_calls = DirectCalls(model, handles[model], short, notebook_longs, longs[0],
+                                   max(3, args.repeats), args.work)
+        try:
+            row = direct_calls.result
+            print(f"[{model}] pipeline, short files ...", flush=True)
+            row["pipeline_short"] = pipeline(model, handles[model], short_inputs, args.repeats,
+                                             args.work, direct_calls)
+            row["pipeline_short"]["equals_direct"] = compare_with_direct(
+                pipeline_rows(Path(row["pipeline_short"]["output"]), model),
+                direct_calls.embeddings)
+            for long in longs:
+                key = f"{round(sf.info(str(long)).duration)}s"
+                print(f"[{model}] pipeline, {key} file ...", flush=True)
+                row[f"pipeline_{key}"] = pipeline(model, handles[model], [str(long)],
+                                                  args.long_repeats, args.work, direct_calls)
+        finally:
+            direct_calls.close()
+        rates = [row["ceiling"]["audio_s_per_s"]] + [
+            c for key, value in row.items() if key.startswith("pipeline_")
+            for r in value["runs"] for c in r["ceiling_around"]]
+        row["ceiling"]["first_audio_s_per_s"] = row["ceiling"]["audio_s_per_s"]
+        row["ceiling"]["audio_s_per_s"] = statistics.median(rates)
+        row["ceiling"]["all_audio_s_per_s"] = rates
         for key, value in list(row.items()):
             if key.startswith("pipeline_"):
-                value["of_ceiling"] = value["audio_s_per_s"] / ceiling_rate
                 notebook_row = row.get("notebook_" + key.split("_", 1)[1])
                 if notebook_row:
                     value["vs_notebook"] = value["audio_s_per_s"] / notebook_row["audio_s_per_s"]

@@ -24,10 +24,11 @@ from apache_beam.ml.inference.base import PredictionResult, RunInference
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
-from orca_beam.audio import AudioError, iter_resampled_blocks, validate_audio
+from orca_beam.audio import DECODE_BLOCK_S, AudioError, iter_resampled_blocks, validate_audio
 from orca_beam.framing import Chunker, Piece, default_chunk_frames, frame_times_s, num_frames
 from orca_beam.inference import OrcaModelHandler
 from orca_beam.models.registry import ModelSpec
+from orca_beam.prefetch import prefetched
 from orca_beam.records import (
     EMBEDDED,
     FAILED,
@@ -45,6 +46,11 @@ NAMESPACE = "orca_beam"
 #: Files up to this size are read into memory once; larger ones are streamed (twice: validate,
 #: then decode), so memory never holds a whole long recording.
 IN_MEMORY_MAX_BYTES = 256 * 1024 * 1024
+#: Decoded blocks (``audio.DECODE_BLOCK_S`` each) a long file's decoder may run ahead of the
+#: model: more than one packed call's worth (60 s), so decoding overlaps the call.
+PREFETCH_BLOCKS = 8
+#: CPU niceness of that decoding thread (19 = lowest): it takes cycles the model leaves idle.
+DECODE_NICENESS = 19
 #: Embedding rows gathered into one table (one Parquet row group) before it is written.
 TABLE_ROWS = 4096
 FILES_TAG = "files"
@@ -150,8 +156,12 @@ class _DecodeAndFrameFn(beam.DoFn):
                 chunk_frames=default_chunk_frames(spec, self.chunk_s)) for spec in specs}
             rates = {spec.sample_rate_hz for spec in specs}
             first_rate = min(rates)
-            for blocks in iter_resampled_blocks(open_source(), rates, channel=self.channel,
-                                                name=path):
+            # a long file is decoded in a low-priority background thread while this one runs
+            # the model on its earlier blocks (a short one here: a thread would cost more)
+            depth = PREFETCH_BLOCKS if info.duration_s > 2 * DECODE_BLOCK_S else 0
+            for blocks in prefetched(lambda: iter_resampled_blocks(
+                    open_source(), rates, channel=self.channel, name=path), depth,
+                    niceness=DECODE_NICENESS):
                 Progress.add(audio_s=len(blocks[first_rate]) / first_rate)
                 for spec in specs:
                     for piece in chunkers[spec.name].push(blocks[spec.sample_rate_hz]):

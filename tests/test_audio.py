@@ -19,6 +19,7 @@ from orca_beam.audio import (
     UnsupportedAudioError,
     iter_resampled_blocks,
     load_audio,
+    needs_decoding_to_validate,
     probe_audio,
     validate_audio,
 )
@@ -132,6 +133,20 @@ def test_truncated_wav_and_flac_raise_truncated():
                   16000, "FLAC")
     with pytest.raises((TruncatedAudioError, CorruptAudioError)):
         validate_audio(flac[: len(flac) // 2])
+
+
+def test_only_codings_that_can_fail_part_way_are_decoded_to_validate():
+    samples = tone(16000, 1.0)
+    for fmt, subtype, decode in [("WAV", "PCM_16", False), ("WAV", "PCM_24", False),
+                                 ("AIFF", "PCM_16", False), ("WAV", "FLOAT", True),
+                                 ("WAV", "IMA_ADPCM", True), ("FLAC", "PCM_16", True),
+                                 ("OGG", "VORBIS", True)]:
+        info = probe_audio(encode(samples, 16000, fmt, subtype))
+        assert needs_decoding_to_validate(info) is decode, (fmt, subtype)
+    # a PCM WAV cut short is still caught, from its header
+    wav = encode(samples, 16000, "WAV", "PCM_16")
+    with pytest.raises(TruncatedAudioError):
+        validate_audio(wav[:-1000])
 
 
 def test_garbage_is_unsupported_and_broken_containers_are_corrupt():
