@@ -214,10 +214,10 @@ class DirectCalls:
             cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors,
             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), text=True)
         if self.process.stdout.readline().strip() != "ready":
-            self.close()
             self.errors.seek(0)
-            raise RuntimeError(f"direct calls failed: "
-                               f"{self.errors.read().decode(errors='replace')[-3000:]}")
+            message = self.errors.read().decode(errors="replace")[-3000:]
+            self.close()
+            raise RuntimeError(f"direct calls failed: {message}")
         self.result = json.loads(out.read_text())
         stored = np.load(embeddings)
         self.embeddings = {str(name): stored[str(i)] for i, name in enumerate(stored["names"])}
@@ -229,10 +229,11 @@ class DirectCalls:
         return json.loads(self.process.stdout.readline())["audio_s_per_s"]
 
     def close(self) -> None:
-        """Ends the subprocess."""
+        """Ends the subprocess and closes its error log."""
         if self.process.poll() is None:
             self.process.stdin.close()
             self.process.wait(timeout=60)
+        self.errors.close()
 
 
 # ---- (c): the pipeline in a subprocess ------------------------------------------------------
@@ -322,8 +323,9 @@ def compare_with_direct(written: dict[str, np.ndarray], direct_rows: dict[str, n
     sources = rows = missing = 0
     max_abs = max_rel = 0.0
     shape_mismatches = []
+    resolved = {source: str(Path(source).resolve()) for source in written}
     for source, got in written.items():
-        want = direct_rows.get(str(Path(source).resolve()))
+        want = direct_rows.get(resolved[source])
         if want is None:
             missing += 1
             continue
@@ -337,8 +339,9 @@ def compare_with_direct(written: dict[str, np.ndarray], direct_rows: dict[str, n
             scale = np.maximum(np.abs(want).max(axis=1, keepdims=True), 1e-12)
             max_abs = max(max_abs, float(diff.max()))
             max_rel = max(max_rel, float((diff / scale).max()))
-    files_without_rows = sum(1 for path, want in direct_rows.items() if want.shape[0]
-                             and not any(str(Path(s).resolve()) == path for s in written))
+    written_files = set(resolved.values())
+    files_without_rows = sum(1 for path, want in direct_rows.items()
+                             if want.shape[0] and path not in written_files)
     return {"sources_compared": sources, "rows_compared": rows, "sources_not_direct": missing,
             "files_with_direct_rows_but_none_written": files_without_rows,
             "shape_mismatches": shape_mismatches, "max_abs_diff": max_abs,

@@ -2,9 +2,9 @@
 
 One model per process, shared by its threads (Beam's ``shared.Shared`` over the process cache
 ``loading.cached_model``), loaded with ``tensorflow_hub.load`` in ``load_model`` (never in a
-constructor, which would be pickled). Beam
-forms batches across files: by samples for VGGish/YAMNet (packed into one call by the runner), by
-windows for humpback (stacked into ``features`` calls).
+constructor, which would be pickled). Beam forms batches across files: by samples for
+VGGish/YAMNet (packed into one call by the runner), by windows for humpback (stacked into
+``features`` calls).
 """
 
 from __future__ import annotations

@@ -43,8 +43,8 @@ from orca_beam.records import (
 
 LOG = logging.getLogger(__name__)
 NAMESPACE = "orca_beam"
-#: Files up to this size are read into memory once; larger ones are streamed (twice: validate,
-#: then decode), so memory never holds a whole long recording.
+#: Files up to this size are read into memory once; larger ones are streamed (a codec that can
+#: fail part-way is read twice: validate, then decode), so memory never holds a whole recording.
 IN_MEMORY_MAX_BYTES = 256 * 1024 * 1024
 #: Decoded blocks (``audio.DECODE_BLOCK_S`` each) a long file's decoder may run ahead of the
 #: model: more than one packed call's worth (60 s), so decoding overlaps the call.
@@ -273,8 +273,9 @@ class EmbedWithModel(beam.PTransform):
     """Pieces of one model -> RunInference -> tagged outputs: ``tables`` (pyarrow Tables of
     embedding rows), ``counts`` (((source, model), rows)) and ``failures`` (Failure per piece
     whose batch raised). ``to_rows`` replaces the DoFn that turns results into tables and counts
-    (segments mode passes ``SegmentRowsFn``). ``expected_sha256``: the model content the launcher
-resolved; a worker that finds other content fails instead of mixing two models in one version."""
+    (segments mode passes ``SegmentRowsFn``). ``expected_sha256``: the model content the
+    launcher resolved; a worker that finds other content fails instead of mixing two models in
+    one version."""
 
     def __init__(self, spec: ModelSpec, handle: str, *, pack_s: float, batch_windows: int,
                  to_rows: beam.DoFn | None = None, expected_sha256: str | None = None):

@@ -98,8 +98,9 @@ def content_sha256(model_dir: str | os.PathLike) -> str:
     """
     root = Path(model_dir).resolve()
     files = sorted(p for p in root.rglob("*") if p.is_file())
-    listing = tuple((p.relative_to(root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
-                    for p in files)
+    stats = [p.stat() for p in files]
+    listing = tuple((p.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns)
+                    for p, st in zip(files, stats, strict=True))
     with _HASHES_LOCK:
         known = _HASHES.get(str(root))
         if known and known[0] == listing:
