@@ -134,6 +134,10 @@ class ExtractOptions(PipelineOptions):
             help="Re-embed every matched file, even those the model version's manifest holds "
                  "with the same fingerprint.")
         group.add_argument(
+            "--verify_content", action="store_true",
+            help="Compare every local file's content (CRC32C of its bytes) with the manifest, "
+                 "not only its size and modification time (reads every byte).")
+        group.add_argument(
             "--plan", action="store_true",
             help="Print what a run would do per model (new / changed / retry / unchanged / "
                  "deleted sources against the version's manifest) and exit without running.")

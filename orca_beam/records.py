@@ -92,13 +92,15 @@ class FileRecord:
 
 @dataclass(frozen=True)
 class SourceState:
-    """Every matched file, processed or skipped: its size, fingerprint and the models it was
-    (re-)embedded with this run (empty: unchanged for every model, not decoded)."""
+    """A file this run decodes: its size, fingerprint, modification time and the models it is
+    (re-)embedded with."""
 
     source: str
     size_bytes: int
     fingerprint: str
     models: tuple[str, ...]
+    mtime_s: float | None = None  # modification time, seconds since the epoch (UTC)
+    compared: str = ""  # how the plan compared it with the manifest (manifest.COMPARED_*)
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,9 @@ def format_summary(summary: dict) -> str:
     for model, counts in summary["models"].items():
         lines.append(f"  {model}: embedded {counts[EMBEDDED]}, too short {counts[TOO_SHORT]}, "
                      f"failed {counts[FAILED]}; {counts['embeddings']} embeddings")
+    if summary.get("nothing_changed"):
+        lines.append("  nothing changed since the last run: no file decoded, no model call, "
+                     "projector files kept")
     for model, version in summary.get("versions", {}).items():
         plan = ", ".join(f"{k} {v}" for k, v in version.get("plan", {}).items())
         lines.append(f"  {model} version {version['version']}: {version['sources']} sources "

@@ -1,7 +1,8 @@
 """The named PTransforms that wire the stages, top to bottom:
 
-``MatchAudioFiles`` -> ``DecodeAndFrame`` -> ``EmbedWithModel`` (one per model) ->
-``WriteEmbeddings`` and ``AccountOutcomes`` -> ``WriteOutcomes``.
+(``incremental.MatchFiles`` -> ``incremental.PlanSources`` ->) ``DecodeAndFrame`` ->
+``EmbedWithModel`` (one per model) -> ``WriteEmbeddings`` and ``AccountOutcomes`` ->
+``WriteOutcomes`` (-> ``incremental.WriteManifest`` -> ``projector.stage.ExportProjector``).
 
 Decoding and framing are one DoFn on purpose: each file is decoded and resampled in bounded blocks
 and cut into pieces as the blocks arrive. Splitting the two across a Beam boundary would need a
@@ -18,7 +19,6 @@ from collections.abc import Iterable, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.io import fileio
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import PredictionResult, RunInference
 from apache_beam.transforms.window import GlobalWindow
@@ -40,6 +40,7 @@ from orca_beam.records import (
     embedding_schema,
     embedding_table,
 )
+from orca_beam.sinks import WriteParquetShards
 
 LOG = logging.getLogger(__name__)
 NAMESPACE = "orca_beam"
@@ -94,62 +95,45 @@ class Progress:
                  counts.get("audio_s", 0.0) / elapsed, counts.get("failed", 0), models or "none")
 
 
-class MatchAudioFiles(beam.PTransform):
-    """Glob patterns (local or gs://) -> one ``fileio.ReadableFile`` per distinct matched file."""
-
-    def __init__(self, patterns: Sequence[str]):
-        super().__init__()
-        self.patterns = list(patterns)
-
-    def expand(self, pbegin):
-        return (pbegin
-                | "ListPatterns" >> beam.Create(self.patterns)
-                | "MatchPatterns" >> fileio.MatchAll()
-                | "KeyByPath" >> beam.Map(lambda meta: (meta.path, meta))
-                | "GroupSamePath" >> beam.GroupByKey()
-                | "KeepOnePerPath" >> beam.Map(lambda kv: next(iter(kv[1])))
-                | "OpenMatches" >> fileio.ReadMatches())
-
-
 class _DecodeAndFrameFn(beam.DoFn):
-    def __init__(self, specs: Sequence[ModelSpec], chunk_s: float, channel: int | None,
-                 force: bool):
+    def __init__(self, specs: Sequence[ModelSpec], chunk_s: float, channel: int | None):
         self.all_specs = list(specs)
         self.chunk_s = chunk_s
         self.channel = channel
-        self.force = force
         self.files = Metrics.counter(NAMESPACE, "files_decoded")
-        self.skipped = Metrics.counter(NAMESPACE, "files_skipped_unchanged")
         self.failed = Metrics.counter(NAMESPACE, "files_failed_decoding")
         self.audio_ms = Metrics.counter(NAMESPACE, "audio_ms_decoded")
 
-    def process(self, readable: fileio.ReadableFile, previous: dict | None = None):
-        from orca_beam.manifest import fingerprint, is_current
+    def process(self, item):
+        from apache_beam.io.filesystems import FileSystems
 
-        path = readable.metadata.path
-        size = readable.metadata.size_in_bytes
+        from orca_beam.manifest import COMPARED_NEW, fingerprint
+
+        path, size = item.path, item.size_bytes
+        wanted = getattr(item, "models", None)
+        specs = [spec for spec in self.all_specs if not wanted or spec.name in wanted]
         try:
-            data = readable.read() if size <= IN_MEMORY_MAX_BYTES else None
-            print_ = fingerprint(path, data)
+            if size <= IN_MEMORY_MAX_BYTES:
+                with FileSystems.open(path) as handle:
+                    data = handle.read()
+            else:
+                data = None
+            print_ = getattr(item, "fingerprint", "") or fingerprint(path, data)
         except Exception:  # noqa: BLE001 - unreadable: decoding below records the failure
             LOG.exception("could not read %s", path)
             data, print_ = None, ""
-        previous = previous or {}
-        specs = [spec for spec in self.all_specs if not is_current(
-            previous.get(spec.name, {}).get("entries", {}).get(path), print_, self.force)]
         models = tuple(spec.name for spec in specs)
-        yield beam.pvalue.TaggedOutput(SOURCES_TAG, SourceState(path, size, print_, models))
-        if not specs:
-            self.skipped.inc()
-            Progress.add(skipped=1)
-            return
+        yield beam.pvalue.TaggedOutput(SOURCES_TAG, SourceState(
+            path, size, print_, models, getattr(item, "mtime_s", None),
+            getattr(item, "compared", "") or COMPARED_NEW))
         record = dict(size_bytes=size, fingerprint=print_, models=models)
         try:
             if data is not None:
                 def open_source():
                     return data
             else:
-                open_source = readable.open
+                def open_source():
+                    return FileSystems.open(path)
             info = validate_audio(open_source(), channel=self.channel, name=path)
             chunkers = {spec.name: Chunker(
                 spec, path, channel=-1 if self.channel is None else self.channel,
@@ -191,31 +175,27 @@ class _DecodeAndFrameFn(beam.DoFn):
 
 
 class DecodeAndFrame(beam.PTransform):
-    """ReadableFiles -> tagged outputs: one PCollection of Pieces per model name, ``files``
-    (FileRecord per file sent to decoding), ``failures`` (Failure per file that could not be
-    decoded) and ``sources`` (SourceState per matched file, skipped or not).
+    """Files to decode (``incremental.WorkItem``: path, size, the models to embed it with;
+    or ``MatchedFile``: every model) -> tagged outputs: one PCollection of Pieces per model
+    name, ``files`` (FileRecord per file), ``failures`` (Failure per file that could not be
+    decoded) and ``sources`` (SourceState per file: size, fingerprint, mtime, models).
 
-    Each file is fingerprinted; a model whose previous manifest entry for the file has the same
-    fingerprint and a final outcome is skipped (``previous``: a singleton side input, model ->
-    source -> entry; ``force`` skips nothing). The rest is decoded once and resampled once per
+    Each file is read once (files over ``IN_MEMORY_MAX_BYTES`` are streamed), fingerprinted
+    from those bytes when the plan did not already, decoded once and resampled once per
     distinct model rate, in bounded blocks.
     """
 
     def __init__(self, specs: Sequence[ModelSpec], *, chunk_s: float = 60.0,
-                 channel: int | None = None, previous=None, force: bool = False):
+                 channel: int | None = None):
         super().__init__()
         self.specs = list(specs)
         self.chunk_s = chunk_s
         self.channel = channel
-        self.previous = previous
-        self.force = force
 
     def expand(self, files):
-        side = [beam.pvalue.AsSingleton(self.previous)] if self.previous is not None else []
         return files | "DecodeResampleCut" >> beam.ParDo(
-            _DecodeAndFrameFn(self.specs, self.chunk_s, self.channel, self.force),
-            *side).with_outputs(SOURCES_TAG, FILES_TAG, FAILURES_TAG,
-                                *[spec.name for spec in self.specs])
+            _DecodeAndFrameFn(self.specs, self.chunk_s, self.channel)).with_outputs(
+                SOURCES_TAG, FILES_TAG, FAILURES_TAG, *[spec.name for spec in self.specs])
 
 
 class _ToTableFn(beam.DoFn):
@@ -299,8 +279,8 @@ class EmbedWithModel(beam.PTransform):
 
 
 class WriteEmbeddings(beam.PTransform):
-    """pyarrow Tables of one model -> ``<folder>/<file_prefix>-SSSSS-of-NNNNN.parquet``; the
-    output is the written shard names. ``schema`` default: :func:`embedding_schema`; segments
+    """pyarrow Tables of one model -> ``<folder>/<file_prefix>-SSSSS-of-NNNNN.parquet`` shards of
+    at most ``sinks.MAX_SHARD_BYTES`` each; the output is the written shard names. ``schema`` default: :func:`embedding_schema`; segments
     mode writes ``segments-*`` in ``segment_schema``."""
 
     def __init__(self, folder: str, spec: ModelSpec, *, schema=None,
@@ -310,45 +290,7 @@ class WriteEmbeddings(beam.PTransform):
         self.schema = schema if schema is not None else embedding_schema(spec.embedding_dim)
 
     def expand(self, tables):
-        return tables | "WriteParquet" >> beam.io.parquetio.WriteToParquetBatched(
-            self.prefix, self.schema, file_name_suffix=".parquet")
-
-
-class ExportProjector(beam.PTransform):
-    """Final stage: one model's rows -> its Embedding Projector files. Input: the written shard
-    names (every row of them is exported), or with ``from_manifest`` the version's one manifest
-    dict (its current rows)."""
-
-    def __init__(self, out_dir: str, name: str, export_kwargs: dict, *,
-                 from_manifest: bool = False):
-        super().__init__()
-        self.out_dir = out_dir
-        self.name = name
-        self.export_kwargs = export_kwargs
-        self.from_manifest = from_manifest
-
-    def expand(self, items):
-        out_dir, name, kwargs, from_manifest = (self.out_dir, self.name, self.export_kwargs,
-                                                self.from_manifest)
-
-        def export(found):
-            from orca_beam.manifest import current_rows
-            from orca_beam.projector.export import export_projector, read_rows
-
-            if from_manifest:
-                table = current_rows(found[0])
-            else:
-                table = read_rows(found) if found else None
-            if table is None or table.num_rows == 0:
-                LOG.warning("%s: no embeddings, no projector files", name)
-                return {"name": name, "points": 0}
-            summary = export_projector(table, out_dir, name, **kwargs)
-            LOG.info("projector %s: %d points x %d written to %s", name, summary["points"],
-                     summary["dimension"], out_dir)
-            return summary
-
-        return (items | "AllShards" >> beam.combiners.ToList()
-                | "WriteProjectorFiles" >> beam.Map(export))
+        return tables | "WriteParquet" >> WriteParquetShards(self.prefix, self.schema)
 
 
 class _OutcomesFn(beam.DoFn):
@@ -437,102 +379,3 @@ class WriteOutcomes(beam.PTransform):
                   | "WriteErrorLines" >> beam.io.WriteToText(
                       f"{self.output_dir}/{self.errors_dir}/errors", file_name_suffix=".jsonl"))
         return {"outcomes": written, "errors": errors}
-
-
-class _ManifestEntryFn(beam.DoFn):
-    def __init__(self, model: str, run_id: str):
-        self.model = model
-        self.run_id = run_id
-
-    def process(self, keyed):
-        from orca_beam.manifest import ManifestEntry
-
-        source, grouped = keyed
-        states: list[SourceState] = list(grouped["sources"])
-        if not states:
-            return
-        state = states[0]
-        if self.model not in state.models:
-            yield ("carried", source)
-            return
-        outcome = next(iter(grouped["outcomes"]), None)
-        shards = sorted(set(grouped["shards"]))
-        yield ("new", ManifestEntry(
-            source, state.size_bytes, state.fingerprint,
-            outcome.status if outcome else FAILED, outcome.embeddings if outcome else 0, shards,
-            self.run_id, outcome.duration_s if outcome else None,
-            outcome.error_class if outcome else "MissingOutcome",
-            outcome.error if outcome else "no outcome was recorded"))
-
-
-def _shard_sources(shard: str) -> Iterable[tuple[str, str]]:
-    import io
-
-    import pyarrow.parquet as pq
-    from apache_beam.io.filesystems import FileSystems
-
-    with FileSystems.open(shard) as handle:
-        table = pq.read_table(io.BytesIO(handle.read()), columns=["source"])
-    for source in sorted(set(table.column("source").to_pylist())):
-        yield source, shard
-
-
-class UpdateManifest(beam.PTransform):
-    """One model version's manifest after this run, written atomically at the end.
-
-    Input: a dict with ``sources`` (SourceState of every matched file), ``outcomes`` (Outcome,
-    any model) and ``shards`` (the names of the shards this run wrote for the model); the
-    previous manifests come as a singleton side input (model -> manifest dict). Output: the new
-    manifest dict (one element), after unreferenced shards are deleted.
-    """
-
-    def __init__(self, version, folder: str, run_id: str, previous, force: bool):
-        super().__init__()
-        self.version = version
-        self.folder = folder
-        self.run_id = run_id
-        self.previous = previous
-        self.force = force
-
-    def expand(self, inputs):
-        model = self.version.model
-        keyed = {
-            "sources": inputs["sources"] | "KeySources" >> beam.Map(lambda s: (s.source, s)),
-            "outcomes": (inputs["outcomes"]
-                         | "OnlyThisModel" >> beam.Filter(lambda o, m=model: o.model == m)
-                         | "KeyOutcomes" >> beam.Map(lambda o: (o.source, o))),
-            "shards": inputs["shards"] | "SourcesPerShard" >> beam.FlatMap(_shard_sources),
-        }
-        version, folder, run_id, force = self.version, self.folder, self.run_id, self.force
-
-        def write(items, previous):
-            from orca_beam.manifest import (
-                MANIFEST_NAME,
-                VERSION_NAME,
-                delete_unreferenced_shards,
-                merge_manifest,
-                plan_sources,
-                write_atomically,
-            )
-
-            before = previous.get(version.model, {"entries": {}, "runs": []})
-            new = [entry for kind, entry in items if kind == "new"]
-            carried = [source for kind, source in items if kind == "carried"]
-            current = {e.source: e.fingerprint for e in new}
-            current.update({s: before["entries"][s]["fingerprint"] for s in carried
-                            if s in before["entries"]})
-            plan = plan_sources(before["entries"], current, force)
-            manifest = merge_manifest(before, version, run_id, new, carried, plan)
-            write_atomically(f"{folder}/{VERSION_NAME}",
-                             (json.dumps(version.to_dict(), indent=2) + "\n").encode())
-            write_atomically(f"{folder}/{MANIFEST_NAME}",
-                             (json.dumps(manifest, indent=1) + "\n").encode())
-            delete_unreferenced_shards(folder, manifest)
-            LOG.info("%s %s: manifest of %d sources written (%s)", model, version.version_id,
-                     len(manifest["entries"]), ", ".join(f"{k} {len(v)}" for k, v in plan.items()))
-            return manifest
-
-        return (keyed | "JoinBySource" >> beam.CoGroupByKey()
-                | "ManifestEntries" >> beam.ParDo(_ManifestEntryFn(model, run_id))
-                | "AllEntries" >> beam.combiners.ToList()
-                | "WriteManifest" >> beam.Map(write, beam.pvalue.AsSingleton(self.previous)))

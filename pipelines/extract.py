@@ -27,16 +27,24 @@ from apache_beam.options.pipeline_options import (
 )
 
 from orca_beam.annotations import REJECTED, load_mapping, parse_annotations
-from orca_beam.manifest import (
-    fingerprint,
-    new_run_id,
-    output_version,
-    plan_sources,
-    read_manifest,
+from orca_beam.incremental import (
+    CARRIED_TAG,
+    DELETED_TAG,
+    PLAN_TAG,
+    WORK_TAG,
+    ManifestEntries,
+    MatchFiles,
+    PlanSources,
+    ReadEntries,
+    SummarisePlan,
+    WriteManifest,
+    carried_of,
 )
+from orca_beam.manifest import PLAN_KINDS, new_run_id, output_version, version_state
 from orca_beam.models.loading import cached_model, model_version
 from orca_beam.options import ExtractOptions
 from orca_beam.projector.export import projector_dir
+from orca_beam.projector.stage import ExportProjector
 from orca_beam.records import FAILED, segment_schema
 from orca_beam.segments import (
     OUTCOMES_TAG,
@@ -61,10 +69,7 @@ from orca_beam.transforms import (
     AccountOutcomes,
     DecodeAndFrame,
     EmbedWithModel,
-    ExportProjector,
-    MatchAudioFiles,
     Progress,
-    UpdateManifest,
     WriteEmbeddings,
     WriteOutcomes,
 )
@@ -72,15 +77,13 @@ from orca_beam.transforms import (
 LOG = logging.getLogger("orca_beam.extract")
 
 
-def match_inputs(patterns: list[str]) -> list[str]:
-    """The distinct paths the patterns match, sorted; raises ValueError naming any pattern that
-    matches none."""
-    paths = set()
-    for pattern, result in zip(patterns, FileSystems.match(patterns), strict=True):
+def check_inputs(patterns: list[str]) -> None:
+    """Raises ValueError naming any pattern that matches no file (asks for one match each: the
+    listing itself is the pipeline's first stage, so no file list is built here)."""
+    for pattern, result in zip(patterns, FileSystems.match(patterns, limits=[1] * len(patterns)),
+                               strict=True):
         if not result.metadata_list:
             raise ValueError(f"--input {pattern!r} matched no files")
-        paths.update(meta.path for meta in result.metadata_list)
-    return sorted(paths)
 
 
 def resolve_versions(options: ExtractOptions, handles: dict[str, str]) -> dict:
@@ -147,30 +150,41 @@ def embed_and_write(pieces, options: ExtractOptions, handles: dict[str, str], ve
             schema=schema_of(spec) if schema_of else None, file_prefix=file_prefix)
         if projector and options.projector_point != "none":
             shards[spec.name] | f"Projector_{spec.name}" >> ExportProjector(
-                projector_dir(options.output, spec.name), spec.name, options.projector_kwargs())
+                projector_dir(options.output, spec.name), spec.name, options.projector_kwargs(),
+                from_entries=False)
         counts.append(embedded["counts"])
         failures.append(embedded["failures"])
     return counts, failures, shards
 
 
-def read_previous_manifests(folders: dict[str, str]) -> dict:
-    """model -> the manifest dict of its version folder (empty when there is none yet)."""
-    return {model: read_manifest(folder) for model, folder in folders.items()}
+def add_plan(pipeline: beam.Pipeline, options: ExtractOptions, versions: dict):
+    """Adds the listing and the plan: matched files joined by source with each model version's
+    previous entries (read at run time). Returns PlanSources' tagged outputs."""
+    files = pipeline | "MatchFiles" >> MatchFiles(options.input_patterns())
+    inputs = {"files": files}
+    for name, version in versions.items():
+        inputs[name] = pipeline | f"ReadEntries_{name}" >> ReadEntries(
+            version.folder(options.output))
+    return inputs | "PlanSources" >> PlanSources(
+        list(versions), force=options.force, verify_content=options.verify_content)
+
+
+def planned_counts(planned) -> dict:
+    """The plan's outputs SummarisePlan counts: ``plan`` and ``deleted``."""
+    return {PLAN_TAG: planned[PLAN_TAG], DELETED_TAG: planned[DELETED_TAG]}
 
 
 def build(pipeline: beam.Pipeline, options: ExtractOptions, handles: dict[str, str],
           versions: dict, run_id: str) -> None:
-    """Adds the extraction stages to ``pipeline``: match -> fingerprint, skip what the version's
-    manifest already holds -> decode + frame -> RunInference -> shards -> outcomes -> manifest ->
-    projector (from every current row of the version)."""
+    """Adds the extraction stages to ``pipeline``: match -> plan against each version's
+    manifest (unchanged files go no further) -> decode + frame -> RunInference -> shards ->
+    outcomes -> manifest entries + commit -> projector (from the version's current rows, only
+    when they changed)."""
     specs = options.model_specs()
-    folders = {name: version.folder(options.output) for name, version in versions.items()}
-    previous = (pipeline | "ListVersionFolders" >> beam.Create([folders])
-                | "ReadManifests" >> beam.Map(read_previous_manifests))
-    files = pipeline | "MatchAudioFiles" >> MatchAudioFiles(options.input_patterns())
-    decoded = files | "DecodeAndFrame" >> DecodeAndFrame(
-        specs, chunk_s=options.chunk_s, channel=options.channel, previous=previous,
-        force=options.force)
+    planned = add_plan(pipeline, options, versions)
+    plan_dict = planned_counts(planned) | "SummarisePlan" >> SummarisePlan()
+    decoded = planned[WORK_TAG] | "DecodeAndFrame" >> DecodeAndFrame(
+        specs, chunk_s=options.chunk_s, channel=options.channel)
     counts, failures, shards = embed_and_write(
         decoded, options, handles, versions, file_prefix=f"rows-{run_id}", projector=False)
     failures.append(decoded[FAILURES_TAG])
@@ -181,28 +195,47 @@ def build(pipeline: beam.Pipeline, options: ExtractOptions, handles: dict[str, s
     } | "AccountOutcomes" >> AccountOutcomes([spec.name for spec in specs])
     outcomes | "WriteOutcomes" >> WriteOutcomes(options.output)
     for spec in specs:
-        manifest = {"sources": decoded[SOURCES_TAG], "outcomes": outcomes,
-                    "shards": shards[spec.name]} | f"Manifest_{spec.name}" >> UpdateManifest(
-            versions[spec.name], folders[spec.name], run_id, previous, options.force)
+        name = spec.name
+        new = {"sources": decoded[SOURCES_TAG], "outcomes": outcomes,
+               "shards": shards[name]} | f"Entries_{name}" >> ManifestEntries(name, run_id)
+        entries = ((new, carried_of(planned[CARRIED_TAG], name))
+                   | f"AllEntries_{name}" >> beam.Flatten())
+        {"entries": entries, "plan": plan_dict} | f"Manifest_{name}" >> WriteManifest(
+            versions[name], versions[name].folder(options.output), run_id)
         if options.projector_point != "none":
-            manifest | f"Projector_{spec.name}" >> ExportProjector(
-                projector_dir(options.output, spec.name), spec.name, options.projector_kwargs(),
-                from_manifest=True)
+            entries | f"Projector_{name}" >> ExportProjector(
+                projector_dir(options.output, name), name, options.projector_kwargs())
+
+
+PLAN_NAME = "plan.json"
 
 
 def plan(options: ExtractOptions, versions: dict) -> dict:
-    """What a run would do, without running: per model, the sources that are new, changed,
-    to retry (failed before), unchanged and deleted against its version's manifest."""
-    paths = match_inputs(options.input_patterns())
-    prints = {path: fingerprint(path) for path in paths}
-    out = {}
-    for name, version in versions.items():
-        manifest = read_manifest(version.folder(options.output))
-        kinds = plan_sources(manifest["entries"], prints, options.force)
-        out[name] = {"version": version.version_id, "folder": version.folder(options.output),
-                     **{kind: len(sources) for kind, sources in kinds.items()},
-                     "deleted_sources": kinds["deleted"]}
-    return out
+    """What a run would do, without decoding anything: a Beam job (same runner) that lists the
+    inputs and joins them with each version's manifest, then writes ``<output>/plan.json``.
+    Returns, per model, the count of sources that are new, changed, to retry (failed before),
+    unchanged and deleted, and the first deleted ones by name."""
+    import json
+
+    path = f"{options.output.rstrip('/')}/{PLAN_NAME}"
+    pipeline = beam.Pipeline(options=options)
+    planned = add_plan(pipeline, options, versions)
+
+    def write(plan_dict: dict) -> None:
+        out = {}
+        for name, version in versions.items():
+            counts = plan_dict.get(name, {})
+            out[name] = {"version": version.version_id, "folder": version.folder(options.output),
+                         **{kind: counts.get(kind, 0) for kind in PLAN_KINDS},
+                         "deleted_sources": counts.get("deleted_sample", [])}
+        with FileSystems.create(path) as handle:
+            handle.write((json.dumps(out, indent=2) + "\n").encode())
+
+    (planned_counts(planned) | "SummarisePlan" >> SummarisePlan()
+     | "WritePlan" >> beam.Map(write))
+    pipeline.run().wait_until_finish()
+    with FileSystems.open(path) as handle:
+        return json.loads(handle.read().decode())
 
 
 def read_annotations(options: ExtractOptions):
@@ -281,7 +314,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         LOG.info("%d annotation rows over %d files, audio root %s", len(annotations[2]),
                  len(group_by_file(annotations[2])), options.input_patterns()[0])
     else:
-        matched = len(match_inputs(options.input_patterns()))
+        check_inputs(options.input_patterns())
     handles = options.model_handles()
     specs = options.model_specs()
     versions = resolve_versions(options, handles)
@@ -293,6 +326,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             print(f"{name} {counts['version']}: new {counts['new']}, changed {counts['changed']},"
                   f" retry {counts['retry']}, unchanged {counts['unchanged']}, deleted "
                   f"{counts['deleted']}")
+            for source in counts["deleted_sources"]:
+                print(f"  deleted since the last run: {source}")
         return {"plan": planned}
     load_s = preload_models(handles, versions) if runs_in_process(options) else {}
     run_id = new_run_id()
@@ -305,7 +340,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             _clear_previous_run(options.output, ["segments", "segments_rejected"])
         build_segments(pipeline, options, handles, versions, run_id, annotations)
     else:
-        LOG.info("%d files matched by %s (run %s)", matched, options.input_patterns(), run_id)
+        LOG.info("inputs %s (run %s)", options.input_patterns(), run_id)
         if not template:
             _clear_previous_run(options.output, ["outcomes", "errors"])
         build(pipeline, options, handles, versions, run_id)
@@ -329,17 +364,21 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         return summary
     outcomes = read_jsonl(options.output.rstrip("/") + "/outcomes/outcomes-*.jsonl")
     summary = summarise(outcomes, [spec.name for spec in specs], wall_s)
-    summary["files_matched"] = matched
     summary["run_id"] = run_id
     summary["model_load_s"] = load_s
     summary["versions"] = {}
     for name, version in versions.items():
-        manifest = read_manifest(version.folder(options.output))
-        last = manifest["runs"][-1] if manifest["runs"] else {}
+        state = version_state(version.folder(options.output))
+        last = state["runs"][-1] if state["runs"] else {}
         summary["versions"][name] = {
             "version": version.version_id, "folder": version.folder(options.output),
-            "sources": len(manifest["entries"]), "plan": last.get("plan", {}),
+            "sources": state.get("entries", 0), "plan": last.get("plan", {}),
             "deleted_sources": last.get("deleted", [])}
+    first_plan = next(iter(summary["versions"].values()))["plan"]
+    summary["files_matched"] = sum(first_plan.get(k, 0) for k in PLAN_KINDS if k != "deleted")
+    summary["nothing_changed"] = all(
+        sum(v["plan"].get(k, 0) for k in ("new", "changed", "retry", "deleted")) == 0
+        for v in summary["versions"].values())
     summary["counters"] = counters(result)
     path = write_summary(options.output, summary)
     print(format_summary(summary))

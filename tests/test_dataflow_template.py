@@ -74,12 +74,14 @@ def test_readme_template_command_builds_the_gpu_job(gcs_emulator, orca_calls, tf
     staged = options["pipelineUrl"].removeprefix(f"gs://{gcs_emulator.bucket}/")
     pipeline = beam_runner_api_pb2.Pipeline.FromString(gcs_emulator.download(staged))
     steps = {t.unique_name for t in pipeline.components.transforms.values()}
-    expected = {"MatchAudioFiles/MatchPatterns", "MatchAudioFiles/OpenMatches",
+    expected = {"MatchFiles/MatchPatterns", "PlanSources/JoinBySource",
                 "DecodeAndFrame/DecodeResampleCut", "AccountOutcomes/JoinBySource",
                 "WriteOutcomes/WriteOutcomeLines", "WriteOutcomes/WriteErrorLines"}
     for model in HANDLES:
         expected |= {f"Embed_{model}/RunInference", f"Embed_{model}/ToRows",
-                     f"Write_{model}/WriteParquet", f"Projector_{model}/WriteProjectorFiles"}
+                     f"Write_{model}/WriteParquet", f"ReadEntries_{model}/ReadEntryShard",
+                     f"Manifest_{model}/WriteEntryShards", f"Manifest_{model}/WriteCommit",
+                     f"Projector_{model}/ScanKeyColumns", f"Projector_{model}/JoinBlocks"}
     assert expected <= steps, sorted(expected - steps)
     images = {env.payload for env in pipeline.components.environments.values()}
     assert any(VARIABLES["IMAGE"].encode() in payload for payload in images)

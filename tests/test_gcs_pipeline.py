@@ -61,11 +61,21 @@ def normalise(files: dict[str, bytes], replace: dict[str, str]) -> dict[str, obj
             out[name] = {k: version[k] for k in ("model", "content_sha256", "standin",
                                                    "settings")}
             continue
-        if base == "_manifest.json":
-            entries = json.loads(fix(data.decode()))["entries"]
-            out[name] = {source: {k: e[k] for k in ("size_bytes", "fingerprint", "status",
-                                                    "embeddings", "duration_s")}
-                         for source, e in entries.items()}
+        if base == "_commit.json":
+            commit = json.loads(data)
+            out[name] = {"entries": commit["entries"], "plan": commit["runs"][-1]["plan"]}
+            continue
+        if base == "projector_summary.json":
+            summary = json.loads(data)
+            assert len(summary.pop("rows_digest")) == 16  # it hashes the run's shard names
+            out[name] = summary
+            continue
+        if folder.endswith("/_manifest"):  # manifest entries: what does not name the run
+            entries = pq.read_table(io.BytesIO(data)).to_pylist()
+            out.setdefault(f"{folder}/*.parquet", []).extend(
+                {"source": fix(e["source"]), **{k: e[k] for k in (
+                    "size_bytes", "fingerprint", "status", "embeddings", "duration_s",
+                    "compared")}} for e in entries)
             continue
         if base.endswith(".parquet"):
             rows = pq.read_table(io.BytesIO(data)).to_pylist()
@@ -91,7 +101,7 @@ def normalise(files: dict[str, bytes], replace: dict[str, str]) -> dict[str, obj
             out[name] = data
     for value in out.values():
         if isinstance(value, list):
-            value.sort(key=lambda r: (r["source"], r["start_s"], r.get("segment_id", ""))
+            value.sort(key=lambda r: (r["source"], r.get("start_s", 0), r.get("segment_id", ""))
                        if isinstance(r, dict) else r)
     return out
 

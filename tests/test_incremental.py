@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from orca_beam.manifest import MANIFEST_NAME, current_rows, read_manifest
+from orca_beam.manifest import COMMIT_NAME, current_rows, read_manifest
 from pipelines import extract
 
 pytestmark = pytest.mark.slow
@@ -39,9 +39,14 @@ def inferences(summary: dict) -> int:
     return summary["counters"].get("orca_beam.yamnet:num_inferences", 0)
 
 
-def projector_files(output: Path) -> dict[str, bytes]:
-    folder = output / "projector" / "yamnet"
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+def projector_files(output: Path, folder: Path | None = None) -> dict[str, bytes]:
+    """The projector files; the summary without its rows digest (it names the run's shards)."""
+    folder = folder or output / "projector" / "yamnet"
+    files = {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    summary = json.loads(files["projector_summary.json"])
+    assert len(summary.pop("rows_digest")) == 16
+    files["projector_summary.json"] = json.dumps(summary, sort_keys=True).encode()
+    return files
 
 
 def assert_same_projector(got: dict[str, bytes], expected: dict[str, bytes]) -> None:
@@ -52,7 +57,7 @@ def assert_same_projector(got: dict[str, bytes], expected: dict[str, bytes]) -> 
 
 
 def version_folders(output: Path) -> list[Path]:
-    return sorted(p.parent for p in (output / "yamnet").glob(f"*/{MANIFEST_NAME}"))
+    return sorted(p.parent for p in (output / "yamnet").glob(f"*/{COMMIT_NAME}"))
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -84,13 +89,22 @@ def test_reruns_do_only_the_work_that_changed(audio, orca_calls, standin_dir, tm
     assert all(Path(shard).parent == folder for shard in entry["shards"])
     projector_first = projector_files(output)
 
-    # same inputs, same model: nothing decoded, no inference, projector rebuilt identically
+    assert entry["compared"] == "new" and entry["mtime_s"] == (audio / FIRST[0]).stat().st_mtime
+
+    # same inputs, same model: nothing decoded, no inference, projector files not rebuilt
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (output / "projector" / "yamnet").iterdir()}
     again = extract.run(args(audio, output, handle))
-    assert inferences(again) == 0
-    assert again["counters"]["orca_beam:files_skipped_unchanged"] == 6
+    assert inferences(again) == 0 and "orca_beam:files_decoded" not in again["counters"]
+    assert again["counters"]["orca_beam:projector_kept_yamnet"] == 1
+    assert "orca_beam:files_content_checked" not in again["counters"]  # size+mtime only
+    assert again["nothing_changed"] and again["files_matched"] == 6
     assert again["versions"]["yamnet"]["plan"] == {
         "new": 0, "changed": 0, "retry": 0, "unchanged": 6, "deleted": 0}
     assert projector_files(output) == projector_first
+    assert mtimes == {p.name: p.stat().st_mtime_ns
+                      for p in (output / "projector" / "yamnet").iterdir()}
+    assert {e["compared"] for e in read_manifest(str(folder))["entries"].values()} == {
+        "size+mtime"}
 
     # two new files and one changed: the plan says so, then exactly three are embedded
     for name in ADDED:
@@ -127,7 +141,7 @@ def test_reruns_do_only_the_work_that_changed(audio, orca_calls, standin_dir, tm
     from pipelines import projector
 
     projector.run(["--embeddings", str(output), "--output", str(tmp_path / "again")])
-    rebuilt = {p.name: p.read_bytes() for p in sorted((tmp_path / "again" / "yamnet").iterdir())}
+    rebuilt = projector_files(output, tmp_path / "again" / "yamnet")
     assert rebuilt == projector_files(output)
 
 
@@ -175,7 +189,7 @@ def test_a_killed_run_leaves_nothing_taken_as_finished(audio, orca_calls, standi
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     assert process.returncode == -signal.SIGKILL
-    assert not list(output.glob(f"yamnet/*/{MANIFEST_NAME}"))  # nothing claims to be finished
+    assert not list(output.glob(f"yamnet/*/{COMMIT_NAME}"))  # nothing claims to be finished
     # a shard a dying run finalised but never listed is not read, and the next run deletes it
     folder = next((output / "yamnet").iterdir())
     orphan = folder / "rows-20000101T000000Z-dead00-00000-of-00001.parquet"

@@ -11,18 +11,21 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from orca_beam.framing import num_frames
+from orca_beam.incremental import MatchFiles
 from orca_beam.models.registry import get_model_spec
 from orca_beam.records import Failure, FileRecord
-from orca_beam.transforms import AccountOutcomes, DecodeAndFrame, MatchAudioFiles
+from orca_beam.transforms import AccountOutcomes, DecodeAndFrame
 
 
-def test_match_audio_files_reads_each_distinct_file_once(tmp_path):
-    for name in ("a.wav", "b.wav", "c.flac"):
-        (tmp_path / name).write_bytes(b"x" * 10)
+def test_match_files_lists_each_distinct_file_once_with_size_and_mtime(tmp_path):
+    for n, name in enumerate(("a.wav", "b.wav", "c.flac")):
+        (tmp_path / name).write_bytes(b"x" * (10 + n))
+    expected = [(str(tmp_path / name), 10 + n, (tmp_path / name).stat().st_mtime)
+                for n, name in enumerate(("a.wav", "b.wav", "c.flac"))]
     with TestPipeline() as p:
-        paths = (p | MatchAudioFiles([f"{tmp_path}/*.wav", f"{tmp_path}/a.wav", f"{tmp_path}/*"])
-                 | beam.Map(lambda f: f.metadata.path))
-        assert_that(paths, equal_to([str(tmp_path / n) for n in ("a.wav", "b.wav", "c.flac")]))
+        files = (p | MatchFiles([f"{tmp_path}/*.wav", f"{tmp_path}/a.wav", f"{tmp_path}/*"])
+                 | beam.Map(lambda f: (f.path, f.size_bytes, f.mtime_s)))
+        assert_that(files, equal_to(expected))
 
 
 def test_decode_and_frame_emits_pieces_per_model_and_a_record(tmp_path):
@@ -34,7 +37,7 @@ def test_decode_and_frame_emits_pieces_per_model_and_a_record(tmp_path):
     (tmp_path / "bad.wav").write_bytes(b"RIFF" + b"\0" * 40)
     specs = [get_model_spec("vggish"), get_model_spec("humpback")]
     with TestPipeline() as p:
-        out = (p | MatchAudioFiles([f"{tmp_path}/*"])
+        out = (p | MatchFiles([f"{tmp_path}/*"])
                | DecodeAndFrame(specs, chunk_s=4.0))
         frames = {
             name: out[name] | f"Count{name}" >> beam.Map(lambda piece: piece.num_frames)

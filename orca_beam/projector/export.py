@@ -1,20 +1,34 @@
-"""Embedding rows -> the Embedding Projector files of one model, in one folder, relative names.
+"""Embedding rows -> the Embedding Projector files of one model, in one folder, relative names: the
+steps, as plain functions (``stage.py`` runs them as a Beam stage; :func:`export_projector` runs
+them in one process over an in-memory table).
 
-``tensors.tsv`` (one point per line, tab-separated, no header), optional ``tensors.bytes``
+Files: ``tensors.tsv`` (one point per line, tab-separated, no header), optional ``tensors.bytes``
 (little-endian float32), ``metadata.tsv`` (header + columns), ``sprite.png`` (square grid of
 thumbnails, row-major from the top left, <= 8192 px a side), ``projector_config.json`` (standalone
-projector, optional public base URL) and ``projector_config.pbtxt`` (``tensorboard --logdir``).
-Row i of the tensor, row i of the metadata and sprite cell i are the same point: points are sorted
-by (source, start_s, end_s) so two runs on the same rows give byte-identical files.
+projector, optional public base URL), ``projector_config.pbtxt`` (``tensorboard --logdir``) and
+``projector_summary.json`` (counts, the settings and the digest of the rows they came from).
+
+The steps, each bounded by the number of points kept, never by the number of rows:
+
+1. :func:`scan_keys`: a shard's key columns (source, start_s, end_s[, segment_id]) -> one
+   :class:`Candidate` per point, carrying a hash of ``(seed, point key)``;
+2. the ``max_points`` candidates with the smallest hashes are the sample: the same points
+   whatever the order or sharding of the rows, so re-runs give byte-identical files;
+3. :func:`assign_indices`: the sample sorted by (source, start_s, end_s[, segment_id]) gives each
+   point its row in the files;
+4. :func:`read_chosen_rows`: only the chosen rows' vectors, thumbnails and metadata are read;
+5. :func:`make_point`, :func:`write_block` (points in blocks of ``BLOCK_POINTS``) and
+   :func:`assemble` (blocks concatenated in order, the sprite drawn, the configs written).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,21 +46,15 @@ MAX_POINTS = 100_000
 MAX_SPRITE_PX = 8192
 #: Largest thumbnail drawn in the sprite.
 MAX_THUMB_PX = 64
+#: Points written per block (one worker step) before the blocks are joined.
+BLOCK_POINTS = 2048
 POINT_KINDS = ("frame", "file", "segment")
 BASE_COLUMNS = ("point", "source", "start_s", "end_s", "clip", "model_version")
 #: Row columns never copied to the metadata as extra columns (vectors, images, or already shown).
 NOT_METADATA = {"embedding", "thumbnail", "source", "start_s", "end_s", "model_version", "model",
                 "standin", "channel", "pooling", "window_start_s", "window_end_s",
                 "segment_start_s", "segment_end_s", "frame_index"}
-
-
-@dataclass
-class Points:
-    """The points of one projector: vectors [N, D], thumbnails [N, 32, 32], metadata columns."""
-
-    vectors: np.ndarray
-    thumbnails: np.ndarray
-    columns: dict[str, list[str]]
+SUMMARY_NAME = "projector_summary.json"
 
 
 def sprite_geometry(count: int) -> tuple[int, int]:
@@ -61,84 +69,156 @@ def sanitise(value: object) -> str:
     return str(value).replace("\t", " ").replace("\r", " ").replace("\n", " ")
 
 
-def read_rows(paths: Sequence[str]) -> pa.Table:
-    """Concatenated embedding rows of Parquet shards (local or gs:// paths)."""
-    tables = []
-    for path in sorted(paths):
-        with FileSystems.open(path) as handle:
-            tables.append(pq.read_table(io.BytesIO(handle.read())))
-    if not tables:
-        raise ValueError("no embedding shards to export")
-    return pa.concat_tables(tables)
-
-
 def _fmt_seconds(value: float) -> str:
     return f"{value:.3f}"
 
 
-def default_extra_columns(table: pa.Table) -> list[str]:
+def default_extra_columns(names: Sequence[str]) -> list[str]:
     """Row columns shown as metadata beside the base ones: every column that is not a vector,
     an image or already shown (segments mode: segment_id, kind, frames, zero_padded_s and every
     annotation column; file mode: none)."""
-    return [name for name in table.column_names if name not in NOT_METADATA]
+    return [name for name in names if name not in NOT_METADATA]
 
 
-def points_from_rows(table: pa.Table, point: str = "frame",
-                     extra_columns: Sequence[str] | None = None) -> Points:
-    """Rows -> points, sorted by (source, start_s, end_s[, segment_id]). ``point``: "frame" (one
-    per row), "file" (mean of a file's rows; thumbnails joined in time), "segment" (mean per
-    distinct ``segment_id`` column). ``extra_columns`` (label columns the rows carry; default
-    :func:`default_extra_columns`) go to the metadata, from each point's first row."""
+def key_columns(names: Sequence[str]) -> list[str]:
+    """The columns that order and identify points: source, start_s, end_s (+ segment_id)."""
+    return ["source", "start_s", "end_s", *(["segment_id"] if "segment_id" in names else [])]
+
+
+def sample_hash(key: Sequence, seed: int) -> int:
+    """64-bit hash of a point key and the seed: the sample keeps the smallest."""
+    text = json.dumps([seed, *key], separators=(",", ":"))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+
+
+@dataclass(frozen=True, order=True)
+class Candidate:
+    """A possible point: its sample hash, its identity (``group``: the row key for frame points,
+    ``(source,)`` for file points, ``(segment_id,)`` for segment points), its sort key (the
+    smallest row key of its rows) and where its rows are ((shard, row position) pairs)."""
+
+    hash: int
+    group: tuple
+    sort_key: tuple
+    refs: tuple
+
+
+def scan_keys(keys: pa.Table, shard: str, point: str, seed: int) -> Iterator[Candidate]:
+    """One candidate per row of ``keys`` (key columns plus ``_row``, each row's position in
+    ``shard``). Frame points are final; file and segment points come once per row and are
+    merged by :func:`merge_candidates`."""
     if point not in POINT_KINDS:
         raise ValueError(f"point must be one of {POINT_KINDS}, got {point!r}")
-    if extra_columns is None:
-        extra_columns = default_extra_columns(table)
-    data = table.to_pydict()
-    count = table.num_rows
-    dim = table.schema.field("embedding").type.list_size
-    vectors = np.asarray(table.column("embedding").combine_chunks().flatten(),
-                         np.float32).reshape(count, dim)
-    thumbs = np.frombuffer(b"".join(data["thumbnail"]), np.uint8).reshape(
-        count, THUMB_PX, THUMB_PX) if count else np.zeros((0, THUMB_PX, THUMB_PX), np.uint8)
-    ids = data.get("segment_id", [""] * count)
-    order = sorted(range(count), key=lambda i: (data["source"][i], data["start_s"][i],
-                                                data["end_s"][i], ids[i]))
-    if point == "frame":
-        groups = [[i] for i in order]
-    else:
-        key_name = "source" if point == "file" else "segment_id"
-        grouped: dict[object, list[int]] = {}
-        for i in order:
-            grouped.setdefault(data[key_name][i], []).append(i)
-        groups = sorted(grouped.values(), key=lambda g: (data["source"][g[0]],
-                                                         data["start_s"][g[0]]))
-    columns: dict[str, list[str]] = {c: [] for c in (*BASE_COLUMNS, *extra_columns)}
-    out_vectors = np.zeros((len(groups), dim), np.float32)
-    out_thumbs = np.zeros((len(groups), THUMB_PX, THUMB_PX), np.uint8)
-    for n, group in enumerate(groups):
-        first, last = group[0], group[-1]
-        out_vectors[n] = vectors[group].mean(axis=0) if len(group) > 1 else vectors[first]
-        out_thumbs[n] = join_in_time([thumbs[i] for i in group])
-        source, start, end = data["source"][first], data["start_s"][first], data["end_s"][last]
-        columns["point"].append(str(n))
-        columns["source"].append(sanitise(source))
-        columns["start_s"].append(_fmt_seconds(start))
-        columns["end_s"].append(_fmt_seconds(end))
-        columns["clip"].append(sanitise(f"{source}#t={_fmt_seconds(start)},{_fmt_seconds(end)}"))
-        columns["model_version"].append(sanitise(data["model_version"][first]))
-        for name in extra_columns:
-            columns[name].append(sanitise(data[name][first]))
-    return Points(out_vectors, out_thumbs, columns)
+    columns = [keys.column(name).to_pylist() for name in key_columns(keys.column_names)]
+    rows = keys.column("_row").to_pylist()
+    for n, row in enumerate(rows):
+        sort_key = tuple(column[n] for column in columns)
+        group = sort_key if point == "frame" else (
+            (sort_key[0],) if point == "file" else (sort_key[3],))
+        yield Candidate(sample_hash(group, seed), group, sort_key, ((shard, row),))
 
 
-def _select(points: Points, keep: np.ndarray) -> Points:
-    return Points(points.vectors[keep], points.thumbnails[keep],
-                  {k: [v[i] for i in keep] for k, v in points.columns.items()})
+def merge_candidates(group, candidates: Iterable[Candidate]) -> Candidate:
+    """One candidate from the per-row candidates of one file or segment point."""
+    candidates = list(candidates)
+    return Candidate(candidates[0].hash, tuple(group), min(c.sort_key for c in candidates),
+                     tuple(sorted(ref for c in candidates for ref in c.refs)))
 
 
-def _write_bytes(path: str, data: bytes) -> None:
-    with FileSystems.create(path) as handle:
-        handle.write(data)
+def assign_indices(chosen: Iterable[Candidate]) -> Iterator[tuple[str, tuple[int, int]]]:
+    """The sample -> (shard, (row position, point index)) for every row of every point; point
+    indices follow the sort key, so the files do not depend on row order or sharding."""
+    for index, candidate in enumerate(sorted(chosen, key=lambda c: c.sort_key)):
+        for shard, row in candidate.refs:
+            yield shard, (row, index)
+
+
+def read_key_columns(shard: str, sources: set[str] | None) -> pa.Table:
+    """A shard's key columns plus ``_row`` (row position), for the rows whose source is in
+    ``sources`` (None: all); reads no vector or thumbnail."""
+    import pyarrow.compute as pc
+
+    with FileSystems.open(shard) as handle:
+        data = handle.read()
+    names = pq.read_schema(io.BytesIO(data)).names
+    table = pq.read_table(io.BytesIO(data), columns=key_columns(names))
+    table = table.append_column("_row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+    if sources is not None:
+        table = table.filter(pc.is_in(table.column("source"),
+                                      value_set=pa.array(sorted(sources), pa.string())))
+    return table
+
+
+def _rows_of_table(table: pa.Table, wanted: list[tuple[int, int]], extra: Sequence[str] | None
+                   ) -> Iterator[tuple[int, dict]]:
+    positions = [row for row, _ in wanted]
+    picked = table.take(pa.array(positions, pa.int64()))
+    names = picked.column_names
+    dim = picked.schema.field("embedding").type.list_size
+    vectors = np.asarray(picked.column("embedding").combine_chunks().flatten(),
+                         np.float32).reshape(len(positions), dim)
+    thumbs = picked.column("thumbnail").to_pylist()
+    shown = default_extra_columns(names) if extra is None else list(extra)
+    plain = {name: picked.column(name).to_pylist()
+             for name in ("source", "start_s", "end_s", "model_version", *shown,
+                          *(["segment_id"] if "segment_id" in names else []))}
+    for n, (_, index) in enumerate(wanted):
+        row = {name: values[n] for name, values in plain.items()}
+        row["embedding"] = vectors[n]
+        row["thumbnail"] = thumbs[n]
+        row["_extra"] = shown
+        yield index, row
+
+
+def read_chosen_rows(shard: str, wanted: Iterable[tuple[int, int]],
+                     extra: Sequence[str] | None = None) -> Iterator[tuple[int, dict]]:
+    """(point index, row dict) for the chosen rows of one shard (``wanted``: (row position,
+    point index) pairs), reading only the row groups that hold them."""
+    wanted = sorted(wanted)
+    with FileSystems.open(shard) as handle:
+        parquet = pq.ParquetFile(io.BytesIO(handle.read()))
+    start = 0
+    position = 0
+    for group in range(parquet.num_row_groups):
+        rows = parquet.metadata.row_group(group).num_rows
+        mine = []
+        while position < len(wanted) and wanted[position][0] < start + rows:
+            row, index = wanted[position]
+            mine.append((row - start, index))
+            position += 1
+        if mine:
+            yield from _rows_of_table(parquet.read_row_group(group), mine, extra)
+        start += rows
+
+
+@dataclass
+class Point:
+    """One projector point: its index (row in the files), vector, 32x32 thumbnail and metadata
+    cells (every column but ``point``, in header order)."""
+
+    index: int
+    vector: np.ndarray
+    thumbnail: np.ndarray
+    cells: dict[str, str]
+
+
+def make_point(index: int, rows: Sequence[dict]) -> Point:
+    """One point from its rows (one for frame points; for file and segment points the vector
+    is the mean and the thumbnails are joined in time)."""
+    rows = sorted(rows, key=lambda r: (r["source"], r["start_s"], r["end_s"],
+                                       r.get("segment_id", "")))
+    first, last = rows[0], rows[-1]
+    vectors = np.stack([r["embedding"] for r in rows])
+    vector = vectors.mean(axis=0) if len(rows) > 1 else vectors[0]
+    thumbs = [np.frombuffer(r["thumbnail"], np.uint8).reshape(THUMB_PX, THUMB_PX) for r in rows]
+    source, start, end = first["source"], first["start_s"], last["end_s"]
+    cells = {"source": sanitise(source), "start_s": _fmt_seconds(start),
+             "end_s": _fmt_seconds(end),
+             "clip": sanitise(f"{source}#t={_fmt_seconds(start)},{_fmt_seconds(end)}"),
+             "model_version": sanitise(first["model_version"])}
+    for name in first["_extra"]:
+        cells[name] = sanitise(first[name])
+    return Point(index, np.asarray(vector, np.float32), join_in_time(thumbs), cells)
 
 
 def tensor_tsv(vectors: np.ndarray) -> bytes:
@@ -149,62 +229,92 @@ def tensor_tsv(vectors: np.ndarray) -> bytes:
     return buffer.getvalue().encode()
 
 
-def sprite_png(thumbnails: np.ndarray) -> tuple[bytes, int]:
-    """The sprite PNG of [N, 32, 32] thumbnails and its thumbnail edge in px."""
-    cells, px = sprite_geometry(len(thumbnails))
-    canvas = np.zeros((cells * px, cells * px), np.uint8)
-    for i, thumb in enumerate(thumbnails):
-        row, col = divmod(i, cells)
-        canvas[row * px:(row + 1) * px, col * px:(col + 1) * px] = resize(thumb, px)
-    buffer = io.BytesIO()
-    Image.fromarray(canvas, mode="L").save(buffer, format="PNG", optimize=False)
-    return buffer.getvalue(), px
+def _write_bytes(path: str, data: bytes) -> None:
+    with FileSystems.create(path) as handle:
+        handle.write(data)
 
 
-def export_projector(table: pa.Table, out_dir: str, name: str, *, point: str = "frame",
-                     extra_columns: Sequence[str] | None = None, max_points: int = MAX_POINTS,
-                     seed: int = 0, l2_normalize: bool = False, tensor_format: str = "tsv",
-                     base_url: str | None = None) -> dict:
-    """Writes the projector files for one model's rows into ``out_dir`` (local or gs://).
+def _read_bytes(path: str) -> bytes:
+    with FileSystems.open(path) as handle:
+        return handle.read()
 
-    ``tensor_format`` "tsv" or "bytes" picks which tensor file the JSON config points at (the
-    TensorBoard pbtxt always uses the TSV). ``base_url`` prefixes every path in the JSON config.
-    Points with non-finite values are left out; over ``max_points`` a seeded sample is kept.
-    Returns a summary dict (points, dimension, dropped, sampled, thumbnail px, files).
-    """
-    if tensor_format not in ("tsv", "bytes"):
-        raise ValueError("tensor_format must be 'tsv' or 'bytes'")
-    points = points_from_rows(table, point, extra_columns)
-    finite = np.isfinite(points.vectors).all(axis=1)
-    dropped = int((~finite).sum())
+
+def parts_dir(out_dir: str, token: str) -> str:
+    """Where the blocks of one export are written before they are joined."""
+    return f"{out_dir.rstrip('/')}/.parts-{token}"
+
+
+def write_block(parts: str, block: int, points: Iterable[Point], *, l2_normalize: bool = False
+                ) -> dict:
+    """Writes one block's points (sorted by index) as part files: tensors (TSV and float32),
+    metadata lines without the ``point`` column, thumbnails. Points with NaN/inf values are left
+    out. Returns (block, kept, dropped, header)."""
+    points = sorted(points, key=lambda p: p.index)
+    finite = [p for p in points if np.isfinite(p.vector).all()]
+    dropped = len(points) - len(finite)
+    header = list(finite[0].cells) if finite else []
+    vectors = np.stack([p.vector for p in finite]).astype(np.float32) if finite else np.zeros(
+        (0, 0), np.float32)
+    if l2_normalize and len(finite):
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = np.where(norms > 0, vectors / np.maximum(norms, 1e-30), vectors).astype(
+            np.float32)
+    name = f"{parts.rstrip('/')}/block-{block:06d}"
+    _write_bytes(f"{name}.tsv", tensor_tsv(vectors) if len(finite) else b"")
+    _write_bytes(f"{name}.bytes", vectors.astype("<f4").tobytes())
+    _write_bytes(f"{name}.meta", "".join("\t".join(p.cells[c] for c in header) + "\n"
+                                         for p in finite).encode())
+    thumbs = np.stack([p.thumbnail for p in finite]) if finite else np.zeros(
+        (0, THUMB_PX, THUMB_PX), np.uint8)
+    _write_bytes(f"{name}.thumbs", thumbs.astype(np.uint8).tobytes())
+    return {"block": block, "kept": len(finite), "dropped": dropped, "header": header,
+            "dimension": int(vectors.shape[1]) if len(finite) else 0}
+
+
+def assemble(out_dir: str, parts: str, blocks: Sequence[dict], name: str, *, point: str,
+             sampled_from: int | None, l2_normalize: bool = False, tensor_format: str = "tsv",
+             base_url: str | None = None, rows_digest: str = "", settings: dict | None = None
+             ) -> dict:
+    """Joins the blocks, in block order, into the projector files in ``out_dir`` (local or
+    gs://): point numbers run over the kept points, the sprite is drawn one block at a time.
+    Deletes the part files. Returns the summary (also written as projector_summary.json)."""
+    blocks = sorted(blocks, key=lambda b: b["block"])
+    count = sum(b["kept"] for b in blocks)
+    dropped = sum(b["dropped"] for b in blocks)
+    if count == 0:
+        raise ValueError(f"{name}: no points to export")
     if dropped:
         LOG.warning("%s: %d points with NaN/inf values left out", name, dropped)
-        points = _select(points, np.flatnonzero(finite))
-    total = len(points.vectors)
-    sampled = total > max_points
-    if sampled:
-        keep = np.sort(np.random.default_rng(seed).choice(total, max_points, replace=False))
-        LOG.warning("%s: %d points over the projector's limit; kept a seeded sample of %d",
-                    name, total, max_points)
-        points = _select(points, keep)
-    if len(points.vectors) == 0:
-        raise ValueError(f"{name}: no points to export")
-    vectors = points.vectors
-    if l2_normalize:
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        vectors = np.where(norms > 0, vectors / np.maximum(norms, 1e-30), vectors)
-    vectors = vectors.astype(np.float32)
+    dim = next(b["dimension"] for b in blocks if b["kept"])
+    header = next(b["header"] for b in blocks if b["kept"])
     out = out_dir.rstrip("/")
-    count, dim = vectors.shape
-    _write_bytes(f"{out}/tensors.tsv", tensor_tsv(vectors))
-    if tensor_format == "bytes":
-        _write_bytes(f"{out}/tensors.bytes", vectors.astype("<f4").tobytes())
-    header = list(points.columns)
-    lines = ["\t".join(header)] + ["\t".join(points.columns[c][i] for c in header)
-                                   for i in range(count)]
-    _write_bytes(f"{out}/metadata.tsv", ("\n".join(lines) + "\n").encode())
-    sprite, px = sprite_png(points.thumbnails)
-    _write_bytes(f"{out}/sprite.png", sprite)
+    cells, px = sprite_geometry(count)
+    canvas = np.zeros((cells * px, cells * px), np.uint8)
+    point_no = 0
+    with FileSystems.create(f"{out}/tensors.tsv") as tsv, \
+            FileSystems.create(f"{out}/metadata.tsv") as meta:
+        binary = FileSystems.create(f"{out}/tensors.bytes") if tensor_format == "bytes" else None
+        meta.write(("\t".join(["point", *header]) + "\n").encode())
+        for block in blocks:
+            if not block["kept"]:
+                continue
+            stem = f"{parts.rstrip('/')}/block-{block['block']:06d}"
+            tsv.write(_read_bytes(f"{stem}.tsv"))
+            if binary is not None:
+                binary.write(_read_bytes(f"{stem}.bytes"))
+            lines = _read_bytes(f"{stem}.meta").decode().splitlines()
+            thumbs = np.frombuffer(_read_bytes(f"{stem}.thumbs"), np.uint8).reshape(
+                -1, THUMB_PX, THUMB_PX)
+            for line, thumb in zip(lines, thumbs, strict=True):
+                meta.write(f"{point_no}\t{line}\n".encode())
+                row, col = divmod(point_no, cells)
+                canvas[row * px:(row + 1) * px, col * px:(col + 1) * px] = resize(thumb, px)
+                point_no += 1
+        if binary is not None:
+            binary.close()
+    buffer = io.BytesIO()
+    Image.fromarray(canvas, mode="L").save(buffer, format="PNG", optimize=False)
+    _write_bytes(f"{out}/sprite.png", buffer.getvalue())
     prefix = (base_url.rstrip("/") + "/") if base_url else ""
     tensor_file = "tensors.bytes" if tensor_format == "bytes" else "tensors.tsv"
     config = {"embeddings": [{
@@ -212,19 +322,91 @@ def export_projector(table: pa.Table, out_dir: str, name: str, *, point: str = "
         "metadataPath": prefix + "metadata.tsv",
         "sprite": {"imagePath": prefix + "sprite.png", "singleImageDim": [px, px]},
     }]}
-    _write_bytes(f"{out}/projector_config.json",
-                 (json.dumps(config, indent=2) + "\n").encode())
+    _write_bytes(f"{out}/projector_config.json", (json.dumps(config, indent=2) + "\n").encode())
     pbtxt = (f'embeddings {{\n  tensor_name: "{name}"\n  tensor_path: "tensors.tsv"\n'
              f'  metadata_path: "metadata.tsv"\n  tensor_shape: {count}\n  tensor_shape: {dim}\n'
              f'  sprite {{\n    image_path: "sprite.png"\n    single_image_dim: {px}\n'
              f'    single_image_dim: {px}\n  }}\n}}\n')
     _write_bytes(f"{out}/projector_config.pbtxt", pbtxt.encode())
     summary = {"name": name, "points": count, "dimension": dim, "point": point,
-               "dropped_non_finite": dropped, "sampled_from": total if sampled else None,
-               "thumbnail_px": px, "sprite_px": sprite_geometry(count)[0] * px,
-               "l2_normalized": l2_normalize, "tensor_format": tensor_format}
-    _write_bytes(f"{out}/projector_summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+               "dropped_non_finite": dropped, "sampled_from": sampled_from,
+               "thumbnail_px": px, "sprite_px": cells * px,
+               "l2_normalized": l2_normalize, "tensor_format": tensor_format,
+               "rows_digest": rows_digest, "settings": settings or {}}
+    _write_bytes(f"{out}/{SUMMARY_NAME}", (json.dumps(summary, indent=2) + "\n").encode())
+    found = FileSystems.match([f"{parts.rstrip('/')}/*"])[0].metadata_list
+    if found:
+        FileSystems.delete([m.path for m in found])
+    if FileSystems.exists(parts):
+        FileSystems.delete([parts])
     return summary
+
+
+def export_settings(point: str = "frame", extra_columns: Sequence[str] | None = None,
+                    max_points: int = MAX_POINTS, seed: int = 0, l2_normalize: bool = False,
+                    tensor_format: str = "tsv", base_url: str | None = None) -> dict:
+    """The export options as one dict (checked), recorded in projector_summary.json."""
+    if tensor_format not in ("tsv", "bytes"):
+        raise ValueError("tensor_format must be 'tsv' or 'bytes'")
+    if point not in POINT_KINDS:
+        raise ValueError(f"point must be one of {POINT_KINDS}, got {point!r}")
+    return {"point": point, "extra_columns": None if extra_columns is None else list(
+        extra_columns), "max_points": max_points, "seed": seed, "l2_normalize": l2_normalize,
+        "tensor_format": tensor_format, "base_url": base_url}
+
+
+def is_up_to_date(out_dir: str, rows_digest: str, settings: dict) -> bool:
+    """True when ``out_dir`` already holds projector files made from rows with this digest and
+    these settings (a re-run whose rows did not change then rebuilds nothing)."""
+    path = f"{out_dir.rstrip('/')}/{SUMMARY_NAME}"
+    if not FileSystems.exists(path):
+        return False
+    try:
+        summary = json.loads(_read_bytes(path).decode())
+    except ValueError:
+        return False
+    return summary.get("rows_digest") == rows_digest and summary.get("settings") == settings
+
+
+def export_projector(table: pa.Table, out_dir: str, name: str, *, point: str = "frame",
+                     extra_columns: Sequence[str] | None = None, max_points: int = MAX_POINTS,
+                     seed: int = 0, l2_normalize: bool = False, tensor_format: str = "tsv",
+                     base_url: str | None = None) -> dict:
+    """The projector files of an in-memory table of rows, in one process, through the same steps
+    as the Beam stage (for notebooks, tests and small tables). Points with non-finite values are
+    left out; over ``max_points`` the points with the smallest seeded hashes are kept. Returns
+    the summary dict (points, dimension, dropped, sampled, thumbnail px, ...)."""
+    settings = export_settings(point, extra_columns, max_points, seed, l2_normalize,
+                               tensor_format, base_url)
+    keys = table.select(key_columns(table.column_names)).append_column(
+        "_row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+    candidates = list(scan_keys(keys, "", point, seed))
+    if point != "frame":
+        grouped: dict[tuple, list[Candidate]] = {}
+        for candidate in candidates:
+            grouped.setdefault(candidate.group, []).append(candidate)
+        candidates = [merge_candidates(g, c) for g, c in grouped.items()]
+    total = len(candidates)
+    chosen = sorted(candidates)[:max_points]
+    rows_of: dict[int, list[dict]] = {}
+    wanted = [ref for _, ref in assign_indices(chosen)]
+    for index, row in _rows_of_table(table, sorted(wanted), extra_columns):
+        rows_of.setdefault(index, []).append(row)
+    parts = parts_dir(out_dir, "inline")
+    blocks = []
+    ordered = sorted(rows_of)
+    for block_start in range(0, len(ordered), BLOCK_POINTS):
+        block = ordered[block_start:block_start + BLOCK_POINTS]
+        blocks.append(write_block(parts, block_start // BLOCK_POINTS,
+                                  [make_point(i, rows_of[i]) for i in block],
+                                  l2_normalize=l2_normalize))
+    if total > max_points:
+        LOG.warning("%s: %d points over the projector's limit; kept a seeded sample of %d",
+                    name, total, max_points)
+    return assemble(out_dir, parts, blocks, name, point=point,
+                    sampled_from=total if total > max_points else None,
+                    l2_normalize=l2_normalize, tensor_format=tensor_format, base_url=base_url,
+                    settings=settings)
 
 
 def projector_dir(output: str, model: str) -> str:

@@ -1,0 +1,339 @@
+"""The Beam transforms that make re-runs incremental, in the order they run:
+
+``MatchFiles`` (distinct matched files with size and modification time) and ``ReadEntries`` (a
+version's previous manifest entries, as a PCollection) -> ``PlanSources`` (the two joined by
+source: what each model does with each file) -> ... decoding and inference ... ->
+``ManifestEntries`` (this run's entries of the processed files) -> ``WriteManifest`` (entry shards
+plus the commit record).
+
+Nothing here gathers the corpus into one process: entries and files meet in a CoGroupByKey by
+source, and only counts, samples of at most ``DELETED_SAMPLE`` sources and shard names are ever
+combined globally.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import apache_beam as beam
+from apache_beam.io import fileio
+
+from orca_beam.manifest import (
+    COMPARED_CONTENT,
+    COMPARED_OBJECT,
+    DELETED_SAMPLE,
+    ENTRIES_DIR,
+    ENTRY_SCHEMA,
+    PLAN_KINDS,
+    ManifestEntry,
+    combine_keys,
+    commit,
+    commit_record,
+    decide,
+    entries_table,
+    entry_key,
+    fingerprint,
+    manifest_parts,
+    normalise_entry,
+    read_entry_part,
+)
+from orca_beam.records import FAILED, SourceState
+from orca_beam.sinks import WriteParquetShards
+
+LOG = logging.getLogger(__name__)
+NAMESPACE = "orca_beam"
+WORK_TAG = "work"
+CARRIED_TAG = "carried"
+PLAN_TAG = "plan"
+DELETED_TAG = "deleted"
+#: Entries per table written to an entry shard.
+ENTRY_BATCH = 8192
+
+
+@dataclass(frozen=True)
+class MatchedFile:
+    """One matched input: path, size in bytes, modification time in seconds since the epoch."""
+
+    path: str
+    size_bytes: int
+    mtime_s: float | None
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """A file this run decodes: the models it is embedded with, and its fingerprint when the
+    plan already computed it ("" otherwise: computed while the bytes are read)."""
+
+    path: str
+    size_bytes: int
+    mtime_s: float | None
+    models: tuple[str, ...]
+    fingerprint: str = ""
+    compared: str = ""
+
+
+def _first(items):
+    return next(iter(items))
+
+
+def _to_matched(kv) -> MatchedFile:
+    meta = kv[1]
+    mtime = getattr(meta, "last_updated_in_seconds", None)
+    return MatchedFile(meta.path, int(meta.size_in_bytes),
+                       None if mtime is None or mtime < 0 else float(mtime))
+
+
+class MatchFiles(beam.PTransform):
+    """Glob patterns (local or gs://) -> one MatchedFile per distinct matched path (listing
+    only: no file is opened)."""
+
+    def __init__(self, patterns: Sequence[str]):
+        super().__init__()
+        self.patterns = list(patterns)
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "ListPatterns" >> beam.Create(self.patterns)
+                | "MatchPatterns" >> fileio.MatchAll()
+                | "KeyByPath" >> beam.Map(lambda meta: (meta.path, meta))
+                | "KeepOnePerPath" >> beam.CombinePerKey(_first)
+                | "ToMatchedFile" >> beam.Map(_to_matched))
+
+
+class ReadEntries(beam.PTransform):
+    """A version folder -> its manifest entries (ENTRY_SCHEMA dicts), read at run time (so a
+    template run every night reads that night's state), one entry shard per worker step; an
+    old version's single ``_manifest.json`` is read as it is; a new version gives none."""
+
+    def __init__(self, folder: str):
+        super().__init__()
+        self.folder = folder
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "VersionFolder" >> beam.Create([self.folder])
+                | "ListEntryShards" >> beam.FlatMap(manifest_parts)
+                | "SpreadShards" >> beam.Reshuffle()
+                | "ReadEntryShard" >> beam.FlatMap(read_entry_part))
+
+
+class _PlanFn(beam.DoFn):
+    def __init__(self, models: Sequence[str], force: bool, verify_content: bool):
+        self.models = list(models)
+        self.force = force
+        self.verify_content = verify_content
+        self.checked = beam.metrics.Metrics.counter(NAMESPACE, "files_content_checked")
+
+    def process(self, keyed):
+        source, grouped = keyed
+        files = list(grouped["files"])
+        entries = {model: next(iter(grouped[model]), None) for model in self.models}
+        if not files:
+            for model, entry in entries.items():
+                if entry is not None:
+                    yield beam.pvalue.TaggedOutput(PLAN_TAG, (model, "deleted"))
+                    yield beam.pvalue.TaggedOutput(DELETED_TAG, (model, source))
+            return
+        file: MatchedFile = files[0]
+        remote = "://" in file.path
+        computed: dict[str, str] = {}
+
+        def content() -> str:
+            if "print" not in computed:
+                self.checked.inc()
+                computed["print"] = fingerprint(file.path)
+            return computed["print"]
+
+        work, prints, how = [], set(), set()
+        for model, entry in entries.items():
+            decision = decide(entry, file.size_bytes, None if remote else file.mtime_s,
+                              force=self.force, verify_content=self.verify_content,
+                              content=content,
+                              content_compared=COMPARED_OBJECT if remote else COMPARED_CONTENT)
+            yield beam.pvalue.TaggedOutput(PLAN_TAG, (model, decision.kind))
+            if decision.kind == "unchanged":
+                carried = dict(entry, mtime_s=file.mtime_s, compared=decision.compared)
+                yield beam.pvalue.TaggedOutput(CARRIED_TAG, (model, carried))
+            else:
+                work.append(model)
+                how.add(decision.compared)
+                if decision.fingerprint and decision.kind != "retry":
+                    prints.add(decision.fingerprint)
+        if work:
+            print_ = computed.get("print", "")
+            yield WorkItem(file.path, file.size_bytes, file.mtime_s, tuple(work), print_,
+                           sorted(how)[0] if len(how) == 1 else "+".join(sorted(how)))
+
+
+class PlanSources(beam.PTransform):
+    """The plan: matched files joined by source with each model's previous entries.
+
+    Input: a dict with ``files`` (MatchedFile) and, per model name, that model version's
+    previous entries. Outputs (tagged): ``work`` (WorkItem per file some model must embed),
+    ``carried`` ((model, entry) of every unchanged source, its mtime and ``compared`` brought up
+    to date), ``plan`` ((model, kind) per source and model, kinds as in ``PLAN_KINDS``) and
+    ``deleted`` ((model, source) of every entry whose file is no longer matched). A local file's
+    content is read here only when its size or modification time differ (or
+    ``verify_content``); a gs:// object's CRC32C is read from its metadata."""
+
+    def __init__(self, models: Sequence[str], *, force: bool = False,
+                 verify_content: bool = False):
+        super().__init__()
+        self.models = list(models)
+        self.force = force
+        self.verify_content = verify_content
+
+    def expand(self, inputs):
+        keyed = {"files": inputs["files"] | "KeyFiles" >> beam.Map(lambda f: (f.path, f))}
+        for model in self.models:
+            keyed[model] = inputs[model] | f"KeyEntries_{model}" >> beam.Map(
+                lambda e: (e["source"], e))
+        return (keyed | "JoinBySource" >> beam.CoGroupByKey()
+                | "Decide" >> beam.ParDo(_PlanFn(self.models, self.force, self.verify_content))
+                .with_outputs(CARRIED_TAG, PLAN_TAG, DELETED_TAG, main=WORK_TAG))
+
+
+def _plan_dict(_, counts, samples) -> dict:
+    out: dict[str, dict] = {}
+    for (model, kind), count in counts:
+        out.setdefault(model, {k: 0 for k in PLAN_KINDS})[kind] = count
+    for model, sources in samples:
+        out.setdefault(model, {k: 0 for k in PLAN_KINDS})["deleted_sample"] = sorted(sources)
+    for counts_of_model in out.values():
+        counts_of_model.setdefault("deleted_sample", [])
+    return out
+
+
+class SummarisePlan(beam.PTransform):
+    """The plan's ``plan`` and ``deleted`` outputs (a dict of the two PCollections, or
+    PlanSources' tagged outputs) -> one small dict: model -> counts per kind plus
+    ``deleted_sample`` (the first ``DELETED_SAMPLE`` deleted sources by name)."""
+
+    def expand(self, plan):
+        counts = plan[PLAN_TAG] | "CountKinds" >> beam.combiners.Count.PerElement()
+        samples = plan[DELETED_TAG] | "SampleDeleted" >> beam.combiners.Top.SmallestPerKey(
+            DELETED_SAMPLE)
+        return (plan[PLAN_TAG].pipeline | "OnePlan" >> beam.Create([None])
+                | "AssemblePlan" >> beam.Map(_plan_dict, beam.pvalue.AsList(counts),
+                                             beam.pvalue.AsList(samples)))
+
+
+class _ManifestEntryFn(beam.DoFn):
+    def __init__(self, model: str, run_id: str):
+        self.model = model
+        self.run_id = run_id
+
+    def process(self, keyed):
+        source, grouped = keyed
+        states: list[SourceState] = list(grouped["sources"])
+        if not states or self.model not in states[0].models:
+            return
+        state = states[0]
+        outcome = next(iter(grouped["outcomes"]), None)
+        shards = sorted(set(grouped["shards"]))
+        yield ManifestEntry(
+            source, state.size_bytes, state.fingerprint,
+            outcome.status if outcome else FAILED, outcome.embeddings if outcome else 0,
+            shards if outcome and outcome.embeddings else [], self.run_id,
+            outcome.duration_s if outcome else None,
+            outcome.error_class if outcome else "MissingOutcome",
+            outcome.error if outcome else "no outcome was recorded",
+            state.mtime_s, state.compared).to_dict()
+
+
+def _shard_sources(shard: str):
+    """(source, shard) for every source with rows in a written row shard."""
+    import io
+
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(shard) as handle:
+        column = pq.read_table(io.BytesIO(handle.read()), columns=["source"]).column("source")
+    for source in pc.unique(column).to_pylist():
+        yield source, shard
+
+
+class ManifestEntries(beam.PTransform):
+    """This run's manifest entries of one model (ENTRY_SCHEMA dicts) for the files it
+    processed: a join by source of ``sources`` (SourceState), ``outcomes`` (Outcome, any model)
+    and ``shards`` (the row shard names this run wrote for the model)."""
+
+    def __init__(self, model: str, run_id: str):
+        super().__init__()
+        self.model = model
+        self.run_id = run_id
+
+    def expand(self, inputs):
+        model = self.model
+        keyed = {
+            "sources": inputs["sources"] | "KeySources" >> beam.Map(lambda s: (s.source, s)),
+            "outcomes": (inputs["outcomes"]
+                         | "OnlyThisModel" >> beam.Filter(lambda o, m=model: o.model == m)
+                         | "KeyOutcomes" >> beam.Map(lambda o: (o.source, o))),
+            "shards": inputs["shards"] | "SourcesPerShard" >> beam.FlatMap(_shard_sources),
+        }
+        return (keyed | "JoinBySource" >> beam.CoGroupByKey()
+                | "ToEntries" >> beam.ParDo(_ManifestEntryFn(model, self.run_id)))
+
+
+def rows_digest(entries, label: str = "RowsDigest"):
+    """PCollection of entries -> one element: the digest of their current rows
+    (``manifest.combine_keys`` of ``entry_key``), whatever their order or sharding."""
+    return (entries | f"{label}Keys" >> beam.Map(entry_key)
+            | f"{label}Sum" >> beam.CombineGlobally(lambda keys: sum(keys) % (1 << 64))
+            | f"{label}Hex" >> beam.Map(lambda total: combine_keys([total])))
+
+
+class WriteManifest(beam.PTransform):
+    """A model version's entries after this run -> entry shards in ``<folder>/_manifest/``, then
+    the commit record (written last, atomically) naming them with the run's plan; then what the
+    commit no longer names is deleted. Input: a dict with ``entries`` (every current entry:
+    this run's and the carried ones) and ``plan`` (the one SummarisePlan dict). Output: the
+    commit record (one element)."""
+
+    def __init__(self, version, folder: str, run_id: str):
+        super().__init__()
+        self.version = version
+        self.folder = folder.rstrip("/")
+        self.run_id = run_id
+
+    def expand(self, inputs):
+        entries = inputs["entries"]
+        shards = (entries
+                  | "BatchEntries" >> beam.BatchElements(min_batch_size=ENTRY_BATCH,
+                                                         max_batch_size=ENTRY_BATCH)
+                  | "EntryTables" >> beam.Map(entries_table)
+                  | "WriteEntryShards" >> WriteParquetShards(
+                      f"{self.folder}/{ENTRIES_DIR}/entries-{self.run_id}", ENTRY_SCHEMA))
+        row_shards = (entries | "RowShards" >> beam.FlatMap(lambda e: e["shards"] or [])
+                      | "DistinctRowShards" >> beam.Distinct())
+        count = entries | "CountEntries" >> beam.combiners.Count.Globally()
+        digest = rows_digest(entries)
+        version, folder, run_id, model = self.version, self.folder, self.run_id, \
+            self.version.model
+
+        def write(_, entry_shards, referenced, entry_count, digest_hex, plan):
+            record = commit_record(folder, version, run_id, entry_shards=list(entry_shards),
+                                   row_shards=list(referenced), entries=entry_count,
+                                   rows_digest=digest_hex, plan=plan.get(model, {}))
+            commit(folder, record)
+            LOG.info("%s %s: committed %d sources (%s)", model, version.version_id,
+                     entry_count, ", ".join(f"{k} {v}" for k, v in record["runs"][-1]["plan"]
+                                            .items()))
+            return record
+
+        return (entries.pipeline | "CommitPoint" >> beam.Create([None])
+                | "WriteCommit" >> beam.Map(
+                    write, beam.pvalue.AsList(shards), beam.pvalue.AsList(row_shards),
+                    beam.pvalue.AsSingleton(count), beam.pvalue.AsSingleton(digest),
+                    beam.pvalue.AsSingleton(inputs["plan"])))
+
+
+def carried_of(carried, model: str):
+    """The carried entries of one model (from PlanSources' ``carried`` output)."""
+    return carried | f"Carried_{model}" >> beam.FlatMap(
+        lambda item, m=model: [normalise_entry(item[1])] if item[0] == m else [])
