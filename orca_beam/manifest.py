@@ -29,7 +29,6 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
-import io
 import json
 import logging
 import struct
@@ -291,9 +290,9 @@ def read_entry_part(path: str) -> Iterator[dict]:
             yield normalise_entry(entry)
         return
     with FileSystems.open(path) as handle:
-        parquet = pq.ParquetFile(io.BytesIO(handle.read()))
-    for group in range(parquet.num_row_groups):
-        yield from parquet.read_row_group(group).to_pylist()
+        parquet = pq.ParquetFile(handle)
+        for group in range(parquet.num_row_groups):
+            yield from parquet.read_row_group(group).to_pylist()
 
 
 def iter_entries(folder: str) -> Iterator[dict]:
@@ -344,7 +343,7 @@ def read_current_rows_of_shard(shard: str, sources: set[str] | None,
     the columns to read (default all)."""
     with FileSystems.open(shard) as handle:
         wanted = None if columns is None else list(dict.fromkeys(["source", *columns]))
-        table = pq.read_table(io.BytesIO(handle.read()), columns=wanted)
+        table = pq.ParquetFile(handle).read(columns=wanted)
     if sources is not None:
         import pyarrow.compute as pc
 

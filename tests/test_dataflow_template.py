@@ -81,7 +81,7 @@ def test_readme_template_command_builds_the_gpu_job(gcs_emulator, orca_calls, tf
         expected |= {f"Embed_{model}/RunInference", f"Embed_{model}/ToRows",
                      f"Write_{model}/WriteParquet", f"ReadEntries_{model}/ReadEntryShard",
                      f"Manifest_{model}/WriteEntryShards", f"Manifest_{model}/WriteCommit",
-                     f"Projector_{model}/ScanKeyColumns", f"Projector_{model}/JoinBlocks"}
+                     f"Projector_{model}/ScanKeyColumns", f"Projector_{model}/JoinParts"}
     assert expected <= steps, sorted(expected - steps)
     images = {env.payload for env in pipeline.components.environments.values()}
     assert any(VARIABLES["IMAGE"].encode() in payload for payload in images)

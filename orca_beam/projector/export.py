@@ -17,17 +17,21 @@ The steps, each bounded by the number of points kept, never by the number of row
 3. :func:`assign_indices`: the sample sorted by (source, start_s, end_s[, segment_id]) gives each
    point its row in the files;
 4. :func:`read_chosen_rows`: only the chosen rows' vectors, thumbnails and metadata are read;
-5. :func:`make_point`, :func:`write_block` (points in blocks of ``BLOCK_POINTS``) and
-   :func:`assemble` (blocks concatenated in order, the sprite drawn, the configs written).
+5. :func:`make_point`, :func:`write_part` (points as they come, up to ``BLOCK_POINTS`` a part,
+   each part sorted by point index) and :func:`assemble` (the parts merged by point index,
+   streaming; the sprite drawn, the configs written).
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import io
 import json
 import logging
 import math
+import struct
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -46,7 +50,7 @@ MAX_POINTS = 100_000
 MAX_SPRITE_PX = 8192
 #: Largest thumbnail drawn in the sprite.
 MAX_THUMB_PX = 64
-#: Points written per block (one worker step) before the blocks are joined.
+#: Most points written to one part file (one worker step's buffer) before they are joined.
 BLOCK_POINTS = 2048
 POINT_KINDS = ("frame", "file", "segment")
 BASE_COLUMNS = ("point", "source", "start_s", "end_s", "clip", "model_version")
@@ -135,13 +139,12 @@ def assign_indices(chosen: Iterable[Candidate]) -> Iterator[tuple[str, tuple[int
 
 def read_key_columns(shard: str, sources: set[str] | None) -> pa.Table:
     """A shard's key columns plus ``_row`` (row position), for the rows whose source is in
-    ``sources`` (None: all); reads no vector or thumbnail."""
+    ``sources`` (None: all); reads only those columns' pages, no vector or thumbnail."""
     import pyarrow.compute as pc
 
     with FileSystems.open(shard) as handle:
-        data = handle.read()
-    names = pq.read_schema(io.BytesIO(data)).names
-    table = pq.read_table(io.BytesIO(data), columns=key_columns(names))
+        parquet = pq.ParquetFile(handle)
+        table = parquet.read(columns=key_columns(parquet.schema_arrow.names))
     table = table.append_column("_row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
     if sources is not None:
         table = table.filter(pc.is_in(table.column("source"),
@@ -150,7 +153,10 @@ def read_key_columns(shard: str, sources: set[str] | None) -> pa.Table:
 
 
 def _rows_of_table(table: pa.Table, wanted: list[tuple[int, int]], extra: Sequence[str] | None
-                   ) -> Iterator[tuple[int, dict]]:
+                   ) -> Iterator[tuple[int, tuple]]:
+    """(point index, row) for the ``wanted`` (row position, point index) rows of ``table``; a
+    row is the plain tuple (sort key, model_version, ((extra column, value), ...), float32
+    vector bytes, thumbnail bytes), cheap to pass between workers."""
     positions = [row for row, _ in wanted]
     picked = table.take(pa.array(positions, pa.int64()))
     names = picked.column_names
@@ -159,66 +165,64 @@ def _rows_of_table(table: pa.Table, wanted: list[tuple[int, int]], extra: Sequen
                          np.float32).reshape(len(positions), dim)
     thumbs = picked.column("thumbnail").to_pylist()
     shown = default_extra_columns(names) if extra is None else list(extra)
-    plain = {name: picked.column(name).to_pylist()
-             for name in ("source", "start_s", "end_s", "model_version", *shown,
-                          *(["segment_id"] if "segment_id" in names else []))}
+    keys = [picked.column(name).to_pylist() for name in key_columns(names)]
+    versions = picked.column("model_version").to_pylist()
+    extras = [picked.column(name).to_pylist() for name in shown]
     for n, (_, index) in enumerate(wanted):
-        row = {name: values[n] for name, values in plain.items()}
-        row["embedding"] = vectors[n]
-        row["thumbnail"] = thumbs[n]
-        row["_extra"] = shown
-        yield index, row
+        key = tuple(column[n] for column in keys)
+        yield index, (key, versions[n], tuple((name, values[n]) for name, values in
+                                             zip(shown, extras, strict=True)),
+                      vectors[n].tobytes(), thumbs[n])
 
 
 def read_chosen_rows(shard: str, wanted: Iterable[tuple[int, int]],
-                     extra: Sequence[str] | None = None) -> Iterator[tuple[int, dict]]:
-    """(point index, row dict) for the chosen rows of one shard (``wanted``: (row position,
-    point index) pairs), reading only the row groups that hold them."""
+                     extra: Sequence[str] | None = None) -> Iterator[tuple[int, tuple]]:
+    """(point index, row) for the chosen rows of one shard (``wanted``: (row position, point
+    index) pairs), reading only the row groups that hold them."""
     wanted = sorted(wanted)
     with FileSystems.open(shard) as handle:
-        parquet = pq.ParquetFile(io.BytesIO(handle.read()))
-    start = 0
-    position = 0
-    for group in range(parquet.num_row_groups):
-        rows = parquet.metadata.row_group(group).num_rows
-        mine = []
-        while position < len(wanted) and wanted[position][0] < start + rows:
-            row, index = wanted[position]
-            mine.append((row - start, index))
-            position += 1
-        if mine:
-            yield from _rows_of_table(parquet.read_row_group(group), mine, extra)
-        start += rows
+        parquet = pq.ParquetFile(handle)
+        start = 0
+        position = 0
+        for group in range(parquet.num_row_groups):
+            rows = parquet.metadata.row_group(group).num_rows
+            mine = []
+            while position < len(wanted) and wanted[position][0] < start + rows:
+                row, index = wanted[position]
+                mine.append((row - start, index))
+                position += 1
+            if mine:
+                yield from _rows_of_table(parquet.read_row_group(group), mine, extra)
+            start += rows
 
 
-@dataclass
-class Point:
-    """One projector point: its index (row in the files), vector, 32x32 thumbnail and metadata
-    cells (every column but ``point``, in header order)."""
-
-    index: int
-    vector: np.ndarray
-    thumbnail: np.ndarray
-    cells: dict[str, str]
+#: One projector point, a plain tuple: (index, float32 vector bytes, 32x32 uint8 thumbnail
+#: bytes, metadata header (every column but ``point``), metadata cells).
+Point = tuple
 
 
-def make_point(index: int, rows: Sequence[dict]) -> Point:
+def make_point(index: int, rows: Sequence[tuple]) -> Point:
     """One point from its rows (one for frame points; for file and segment points the vector
     is the mean and the thumbnails are joined in time)."""
-    rows = sorted(rows, key=lambda r: (r["source"], r["start_s"], r["end_s"],
-                                       r.get("segment_id", "")))
+    rows = sorted(rows, key=lambda r: r[0])
     first, last = rows[0], rows[-1]
-    vectors = np.stack([r["embedding"] for r in rows])
-    vector = vectors.mean(axis=0) if len(rows) > 1 else vectors[0]
-    thumbs = [np.frombuffer(r["thumbnail"], np.uint8).reshape(THUMB_PX, THUMB_PX) for r in rows]
-    source, start, end = first["source"], first["start_s"], last["end_s"]
-    cells = {"source": sanitise(source), "start_s": _fmt_seconds(start),
-             "end_s": _fmt_seconds(end),
-             "clip": sanitise(f"{source}#t={_fmt_seconds(start)},{_fmt_seconds(end)}"),
-             "model_version": sanitise(first["model_version"])}
-    for name in first["_extra"]:
-        cells[name] = sanitise(first[name])
-    return Point(index, np.asarray(vector, np.float32), join_in_time(thumbs), cells)
+    if len(rows) == 1:
+        vector = first[3]
+    else:
+        vector = np.mean([np.frombuffer(r[3], np.float32) for r in rows],
+                         axis=0).astype(np.float32).tobytes()
+    thumbs = [np.frombuffer(r[4], np.uint8).reshape(THUMB_PX, THUMB_PX) for r in rows]
+    source, start, end = first[0][0], first[0][1], last[0][2]
+    header = ["source", "start_s", "end_s", "clip", "model_version"]
+    cells = [sanitise(source), _fmt_seconds(start), _fmt_seconds(end),
+             sanitise(f"{source}#t={_fmt_seconds(start)},{_fmt_seconds(end)}"),
+             sanitise(first[1])]
+    for name, value in first[2]:
+        header.append(name)
+        cells.append(sanitise(value))
+    thumb = thumbs[0] if len(thumbs) == 1 else join_in_time(thumbs)
+    return (index, vector, np.ascontiguousarray(thumb, np.uint8).tobytes(), tuple(header),
+            tuple(cells))
 
 
 def tensor_tsv(vectors: np.ndarray) -> bytes:
@@ -240,53 +244,95 @@ def _read_bytes(path: str) -> bytes:
 
 
 def parts_dir(out_dir: str, token: str) -> str:
-    """Where the blocks of one export are written before they are joined."""
+    """Where the parts of one export are written before they are joined."""
     return f"{out_dir.rstrip('/')}/.parts-{token}"
 
 
-def write_block(parts: str, block: int, points: Iterable[Point], *, l2_normalize: bool = False
-                ) -> dict:
-    """Writes one block's points (sorted by index) as part files: tensors (TSV and float32),
-    metadata lines without the ``point`` column, thumbnails. Points with NaN/inf values are left
-    out. Returns (block, kept, dropped, header)."""
-    points = sorted(points, key=lambda p: p.index)
-    finite = [p for p in points if np.isfinite(p.vector).all()]
-    dropped = len(points) - len(finite)
-    header = list(finite[0].cells) if finite else []
-    vectors = np.stack([p.vector for p in finite]).astype(np.float32) if finite else np.zeros(
-        (0, 0), np.float32)
-    if l2_normalize and len(finite):
+_RECORD = struct.Struct("<qIII")  # point index, TSV line bytes, metadata line bytes, vector bytes
+
+
+def write_part(parts: str, points: Iterable[Point], *, l2_normalize: bool = False) -> dict:
+    """Writes points (any subset, any order) as one part file, sorted by point index: per
+    point its index, tensor TSV line, metadata line (without the ``point`` column), float32
+    vector and thumbnail. Points with NaN/inf values are left out. Returns the part's
+    descriptor: path, kept, dropped, header, dimension."""
+    points = sorted(points, key=lambda p: p[0])
+    vectors = (np.stack([np.frombuffer(p[1], np.float32) for p in points]) if points
+               else np.zeros((0, 0), np.float32))
+    finite = np.isfinite(vectors).all(axis=1) if points else np.zeros(0, bool)
+    kept = [p for p, ok in zip(points, finite, strict=True) if ok]
+    vectors = vectors[finite]
+    if l2_normalize and len(kept):
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         vectors = np.where(norms > 0, vectors / np.maximum(norms, 1e-30), vectors).astype(
             np.float32)
-    name = f"{parts.rstrip('/')}/block-{block:06d}"
-    _write_bytes(f"{name}.tsv", tensor_tsv(vectors) if len(finite) else b"")
-    _write_bytes(f"{name}.bytes", vectors.astype("<f4").tobytes())
-    _write_bytes(f"{name}.meta", "".join("\t".join(p.cells[c] for c in header) + "\n"
-                                         for p in finite).encode())
-    thumbs = np.stack([p.thumbnail for p in finite]) if finite else np.zeros(
-        (0, THUMB_PX, THUMB_PX), np.uint8)
-    _write_bytes(f"{name}.thumbs", thumbs.astype(np.uint8).tobytes())
-    return {"block": block, "kept": len(finite), "dropped": dropped, "header": header,
-            "dimension": int(vectors.shape[1]) if len(finite) else 0}
+    lines = tensor_tsv(vectors).splitlines(keepends=True) if len(kept) else []
+    buffer = io.BytesIO()
+    for point, line, vector in zip(kept, lines, vectors, strict=True):
+        meta = ("\t".join(point[4]) + "\n").encode()
+        data = vector.astype("<f4").tobytes()
+        buffer.write(_RECORD.pack(point[0], len(line), len(meta), len(data)))
+        buffer.write(line)
+        buffer.write(meta)
+        buffer.write(data)
+        buffer.write(point[2])
+    path = f"{parts.rstrip('/')}/part-{uuid.uuid4().hex}.rec"
+    _write_bytes(path, buffer.getvalue())
+    return {"path": path, "kept": len(kept), "dropped": len(points) - len(kept),
+            "header": list(kept[0][3]) if kept else [],
+            "dimension": int(vectors.shape[1]) if len(kept) else 0}
 
 
-def assemble(out_dir: str, parts: str, blocks: Sequence[dict], name: str, *, point: str,
+def iter_part(path: str) -> Iterator[tuple[int, bytes, bytes, bytes, bytes]]:
+    """The records of one part file, in index order: (index, TSV line, metadata line, float32
+    vector bytes, thumbnail bytes); reads it sequentially."""
+    with FileSystems.open(path) as handle:
+        while header := handle.read(_RECORD.size):
+            index, tsv_len, meta_len, vector_len = _RECORD.unpack(header)
+            body = handle.read(tsv_len + meta_len + vector_len + THUMB_PX * THUMB_PX)
+            yield (index, body[:tsv_len], body[tsv_len:tsv_len + meta_len],
+                   body[tsv_len + meta_len:tsv_len + meta_len + vector_len],
+                   body[tsv_len + meta_len + vector_len:])
+
+
+#: Parts merged at once; more are first merged in groups of this many (bounds open files and
+#: read buffers).
+MAX_MERGE_FAN_IN = 64
+
+
+def _merged(paths: Sequence[str]) -> Iterator[tuple]:
+    return heapq.merge(*(iter_part(path) for path in paths), key=lambda record: record[0])
+
+
+def _merge_to_part(parts: str, paths: Sequence[str]) -> str:
+    path = f"{parts.rstrip('/')}/part-{uuid.uuid4().hex}.rec"
+    with FileSystems.create(path) as out:
+        for index, line, meta, vector, thumb in _merged(paths):
+            out.write(_RECORD.pack(index, len(line), len(meta), len(vector)))
+            out.write(line + meta + vector + thumb)
+    FileSystems.delete(list(paths))
+    return path
+
+
+def assemble(out_dir: str, parts: str, descriptors: Sequence[dict], name: str, *, point: str,
              sampled_from: int | None, l2_normalize: bool = False, tensor_format: str = "tsv",
              base_url: str | None = None, rows_digest: str = "", settings: dict | None = None
              ) -> dict:
-    """Joins the blocks, in block order, into the projector files in ``out_dir`` (local or
-    gs://): point numbers run over the kept points, the sprite is drawn one block at a time.
-    Deletes the part files. Returns the summary (also written as projector_summary.json)."""
-    blocks = sorted(blocks, key=lambda b: b["block"])
-    count = sum(b["kept"] for b in blocks)
-    dropped = sum(b["dropped"] for b in blocks)
+    """Merges the part files by point index into the projector files in ``out_dir`` (local or
+    gs://), streaming: point numbers run over the kept points, the sprite is drawn as they
+    come. Deletes the parts. Returns the summary (also written as projector_summary.json)."""
+    count = sum(d["kept"] for d in descriptors)
+    dropped = sum(d["dropped"] for d in descriptors)
     if count == 0:
         raise ValueError(f"{name}: no points to export")
     if dropped:
         LOG.warning("%s: %d points with NaN/inf values left out", name, dropped)
-    dim = next(b["dimension"] for b in blocks if b["kept"])
-    header = next(b["header"] for b in blocks if b["kept"])
+    dim = next(d["dimension"] for d in descriptors if d["kept"])
+    header = next(d["header"] for d in descriptors if d["kept"])
+    paths = sorted(d["path"] for d in descriptors if d["kept"])
+    while len(paths) > MAX_MERGE_FAN_IN:
+        paths = [_merge_to_part(parts, paths[i:i + MAX_MERGE_FAN_IN])
+                 for i in range(0, len(paths), MAX_MERGE_FAN_IN)]
     out = out_dir.rstrip("/")
     cells, px = sprite_geometry(count)
     canvas = np.zeros((cells * px, cells * px), np.uint8)
@@ -295,21 +341,15 @@ def assemble(out_dir: str, parts: str, blocks: Sequence[dict], name: str, *, poi
             FileSystems.create(f"{out}/metadata.tsv") as meta:
         binary = FileSystems.create(f"{out}/tensors.bytes") if tensor_format == "bytes" else None
         meta.write(("\t".join(["point", *header]) + "\n").encode())
-        for block in blocks:
-            if not block["kept"]:
-                continue
-            stem = f"{parts.rstrip('/')}/block-{block['block']:06d}"
-            tsv.write(_read_bytes(f"{stem}.tsv"))
+        for _, line, meta_line, vector, thumb in _merged(paths):
+            tsv.write(line)
+            meta.write(f"{point_no}\t".encode() + meta_line)
             if binary is not None:
-                binary.write(_read_bytes(f"{stem}.bytes"))
-            lines = _read_bytes(f"{stem}.meta").decode().splitlines()
-            thumbs = np.frombuffer(_read_bytes(f"{stem}.thumbs"), np.uint8).reshape(
-                -1, THUMB_PX, THUMB_PX)
-            for line, thumb in zip(lines, thumbs, strict=True):
-                meta.write(f"{point_no}\t{line}\n".encode())
-                row, col = divmod(point_no, cells)
-                canvas[row * px:(row + 1) * px, col * px:(col + 1) * px] = resize(thumb, px)
-                point_no += 1
+                binary.write(vector)
+            row, col = divmod(point_no, cells)
+            canvas[row * px:(row + 1) * px, col * px:(col + 1) * px] = resize(
+                np.frombuffer(thumb, np.uint8).reshape(THUMB_PX, THUMB_PX), px)
+            point_no += 1
         if binary is not None:
             binary.close()
     buffer = io.BytesIO()
@@ -388,22 +428,20 @@ def export_projector(table: pa.Table, out_dir: str, name: str, *, point: str = "
         candidates = [merge_candidates(g, c) for g, c in grouped.items()]
     total = len(candidates)
     chosen = sorted(candidates)[:max_points]
-    rows_of: dict[int, list[dict]] = {}
+    rows_of: dict[int, list[tuple]] = {}
     wanted = [ref for _, ref in assign_indices(chosen)]
     for index, row in _rows_of_table(table, sorted(wanted), extra_columns):
         rows_of.setdefault(index, []).append(row)
     parts = parts_dir(out_dir, "inline")
-    blocks = []
     ordered = sorted(rows_of)
-    for block_start in range(0, len(ordered), BLOCK_POINTS):
-        block = ordered[block_start:block_start + BLOCK_POINTS]
-        blocks.append(write_block(parts, block_start // BLOCK_POINTS,
-                                  [make_point(i, rows_of[i]) for i in block],
-                                  l2_normalize=l2_normalize))
+    descriptors = [write_part(parts, [make_point(i, rows_of[i]) for i in
+                                      ordered[start:start + BLOCK_POINTS]],
+                              l2_normalize=l2_normalize)
+                   for start in range(0, len(ordered), BLOCK_POINTS)]
     if total > max_points:
         LOG.warning("%s: %d points over the projector's limit; kept a seeded sample of %d",
                     name, total, max_points)
-    return assemble(out_dir, parts, blocks, name, point=point,
+    return assemble(out_dir, parts, descriptors, name, point=point,
                     sampled_from=total if total > max_points else None,
                     l2_normalize=l2_normalize, tensor_format=tensor_format, base_url=base_url,
                     settings=settings)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 
 import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
 
 from orca_beam.incremental import rows_digest
 from orca_beam.projector.export import (
@@ -27,7 +29,7 @@ from orca_beam.projector.export import (
     read_chosen_rows,
     read_key_columns,
     scan_keys,
-    write_block,
+    write_part,
 )
 
 LOG = logging.getLogger(__name__)
@@ -55,15 +57,32 @@ class _ScanShardFn(beam.DoFn):
         yield from scan_keys(keys, shard, self.point, self.seed)
 
 
-class _WriteBlockFn(beam.DoFn):
+class _WritePartsFn(beam.DoFn):
+    """Points -> part files of up to BLOCK_POINTS points each (a bundle's buffer), so points
+    go to storage where they are made and are never shuffled."""
+
     def __init__(self, out_dir: str, l2_normalize: bool):
         self.out_dir = out_dir
         self.l2_normalize = l2_normalize
 
-    def process(self, block_points, state):
-        block, points = block_points
-        yield write_block(parts_dir(self.out_dir, state["digest"]), block, points,
-                          l2_normalize=self.l2_normalize)
+    def start_bundle(self):
+        self.buffer = []
+        self.parts = None
+
+    def _flush(self):
+        descriptor = write_part(self.parts, self.buffer, l2_normalize=self.l2_normalize)
+        self.buffer = []
+        return descriptor
+
+    def process(self, point, state):
+        self.parts = parts_dir(self.out_dir, state["digest"])
+        self.buffer.append(point)
+        if len(self.buffer) >= BLOCK_POINTS:
+            yield self._flush()
+
+    def finish_bundle(self):
+        if self.buffer:
+            yield WindowedValue(self._flush(), GlobalWindow().max_timestamp(), [GlobalWindow()])
 
 
 class ExportProjector(beam.PTransform):
@@ -125,21 +144,18 @@ class ExportProjector(beam.PTransform):
         else:
             points = (rows | "RowsPerPoint" >> beam.GroupByKey()
                       | "PooledPoints" >> beam.MapTuple(make_point))
-        blocks = (points
-                  | "KeyByBlock" >> beam.Map(lambda p: (p.index // BLOCK_POINTS, p))
-                  | "PointsPerBlock" >> beam.GroupByKey()
-                  | "WriteBlocks" >> beam.ParDo(_WriteBlockFn(out_dir, settings["l2_normalize"]),
-                                                state))
+        parts = points | "WriteParts" >> beam.ParDo(
+            _WritePartsFn(out_dir, settings["l2_normalize"]), state)
 
-        def finish(_, blocks, total, state):
+        def finish(_, parts, total, state):
             if not state["rebuild"]:
                 beam.metrics.Metrics.counter("orca_beam", f"projector_kept_{name}").inc()
                 return {"name": name, "skipped": True, "rows_digest": state["digest"]}
-            if not blocks or not sum(b["kept"] for b in blocks):
+            if not parts or not sum(p["kept"] for p in parts):
                 LOG.warning("%s: no embeddings, no projector files", name)
                 return {"name": name, "points": 0}
             summary = assemble(
-                out_dir, parts_dir(out_dir, state["digest"]), blocks, name, point=point,
+                out_dir, parts_dir(out_dir, state["digest"]), parts, name, point=point,
                 sampled_from=total if total > settings["max_points"] else None,
                 l2_normalize=settings["l2_normalize"], tensor_format=kwargs.get(
                     "tensor_format", "tsv"), base_url=kwargs.get("base_url"),
@@ -153,6 +169,6 @@ class ExportProjector(beam.PTransform):
             return summary
 
         return (items.pipeline | "ProjectorPoint" >> beam.Create([None])
-                | "JoinBlocks" >> beam.Map(finish, beam.pvalue.AsList(blocks),
+                | "JoinParts" >> beam.Map(finish, beam.pvalue.AsList(parts),
                                            beam.pvalue.AsSingleton(total), state))
 

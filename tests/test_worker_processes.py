@@ -1,0 +1,149 @@
+"""The extraction with its workers in other processes: DirectRunner's multi-process mode, and
+Beam's PortableRunner with Beam's own local job service and an external worker pool (the Fn API
+worker protocol Dataflow Runner v2 uses). Each must give the in-process run's current rows,
+manifest entries and projector files: no stage may rely on the launcher's memory."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orca_beam.manifest import COMMIT_NAME, current_rows, iter_entries
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+CLIPS = ["S01-J,L-1.wav", "S02i-J-1.wav", "S03-J-1.wav", "S04-J-1.wav"]
+ENTRY_FIELDS = ("source", "size_bytes", "mtime_s", "fingerprint", "compared", "status",
+                "embeddings", "duration_s", "error_class")
+
+
+def extract(audio: Path, output: Path, handle: Path, *runner: str, env=None) -> dict:
+    """Runs ``python -m pipelines.extract`` in a fresh process; returns its summary."""
+    command = [sys.executable, "-m", "pipelines.extract", *runner, f"--input={audio}/*.wav",
+               f"--output={output}", "--model=yamnet", f"--model_handle=yamnet={handle}",
+               "--pack_s=0.5", "--projector_tensor_format=bytes"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=170,
+                          env=env or dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    return json.loads((output / "summary.json").read_text())
+
+
+def state(output: Path) -> dict:
+    """Current rows (sorted), manifest entries without run-specific fields, projector files."""
+    [commit] = list(output.glob(f"yamnet/*/{COMMIT_NAME}"))
+    folder = str(commit.parent)
+    rows = current_rows(folder).sort_by([("source", "ascending"), ("start_s", "ascending")])
+    entries = sorted(({k: e[k] for k in ENTRY_FIELDS} for e in iter_entries(folder)),
+                     key=lambda e: e["source"])
+    projector = {}
+    for path in sorted((output / "projector" / "yamnet").iterdir()):
+        data = path.read_bytes()
+        if path.name == "projector_summary.json":
+            summary = json.loads(data)
+            summary.pop("rows_digest")
+            data = json.dumps(summary, sort_keys=True).encode()
+        projector[path.name] = data
+    return {"rows": rows.to_pylist(), "entries": entries, "projector": projector,
+            "commit": json.loads(commit.read_text())["entries"]}
+
+
+@pytest.fixture(scope="module")
+def reference(orca_calls, standin_dir, tmp_path_factory):
+    """The clips, and the in-process run's state over them."""
+    root = tmp_path_factory.mktemp("workers")
+    audio = root / "audio"
+    audio.mkdir()
+    for name in CLIPS:
+        shutil.copy(orca_calls / "catalog" / name, audio / name)
+    summary = extract(audio, root / "in_process", standin_dir / "yamnet",
+                      "--runner=DirectRunner")
+    assert summary["models"]["yamnet"]["embedded"] == len(CLIPS)
+    return audio, state(root / "in_process")
+
+
+def assert_same(got: dict, expected: dict) -> None:
+    assert got["commit"] == expected["commit"] == len(CLIPS)
+    assert got["entries"] == expected["entries"]
+    assert len(got["rows"]) == len(expected["rows"]) > len(CLIPS)
+    assert got["rows"] == expected["rows"]
+    assert got["projector"].keys() == expected["projector"].keys()
+    for name, data in expected["projector"].items():
+        assert got["projector"][name] == data, name
+
+
+def test_multi_process_workers_equal_the_in_process_run(reference, standin_dir, tmp_path):
+    audio, expected = reference
+    summary = extract(audio, tmp_path / "out", standin_dir / "yamnet", "--runner=DirectRunner",
+                      "--direct_running_mode=multi_processing", "--direct_num_workers=2")
+    assert summary["models"]["yamnet"]["embedded"] == len(CLIPS)
+    assert summary["model_load_s"] == {}  # the launcher loaded no model: the workers did
+    assert_same(state(tmp_path / "out"), expected)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start(command: list[str], port: int, log: Path, env: dict) -> subprocess.Popen:
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                                   env=env)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return process
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(f"{command[2]} did not start: {log.read_text()}") from None
+            time.sleep(0.2)
+
+
+@pytest.fixture()
+def portable_services(tmp_path):
+    """Beam's local job service and an external worker pool, as processes on loopback; the
+    venv's bin first on PATH (the pool starts ``python`` from PATH)."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}"
+               f"{os.environ.get('PATH', '')}", TF_CPP_MIN_LOG_LEVEL="3")
+    job_port, pool_port = _free_port(), _free_port()
+    processes = []
+    try:
+        processes.append(_start(
+            [sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
+             "--port", str(job_port)], job_port, tmp_path / "job_service.log", env))
+        processes.append(_start(
+            [sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
+             "--service_port", str(pool_port)], pool_port, tmp_path / "worker_pool.log", env))
+        yield job_port, pool_port, env
+    finally:
+        for process in processes:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def test_portable_runner_with_an_external_worker_pool_equals_the_in_process_run(
+        reference, standin_dir, tmp_path, portable_services):
+    audio, expected = reference
+    job_port, pool_port, env = portable_services
+    started = time.monotonic()
+    summary = extract(audio, tmp_path / "out", standin_dir / "yamnet", "--runner=PortableRunner",
+                      f"--job_endpoint=localhost:{job_port}", "--environment_type=EXTERNAL",
+                      f"--environment_config=localhost:{pool_port}", env=env)
+    assert summary["models"]["yamnet"]["embedded"] == len(CLIPS)
+    assert summary["model_load_s"] == {}
+    assert_same(state(tmp_path / "out"), expected)
+    assert time.monotonic() - started < 170
