@@ -119,6 +119,19 @@ class ReadEntries(beam.PTransform):
                 | "ReadEntryShard" >> beam.FlatMap(read_entry_part))
 
 
+_VALUE_FIELDS = tuple(name for name in ENTRY_SCHEMA.names if name != "source")
+
+
+def entry_values(entry: dict) -> tuple:
+    """An entry as a plain tuple of its fields but ``source`` (compact in a shuffle)."""
+    return tuple(entry.get(name) for name in _VALUE_FIELDS)
+
+
+def entry_of(source: str, values: tuple) -> dict:
+    """The entry dict of :func:`entry_values` and its source."""
+    return normalise_entry({"source": source, **dict(zip(_VALUE_FIELDS, values, strict=True))})
+
+
 class _PlanFn(beam.DoFn):
     def __init__(self, models: Sequence[str], force: bool, verify_content: bool):
         self.models = list(models)
@@ -128,8 +141,9 @@ class _PlanFn(beam.DoFn):
 
     def process(self, keyed):
         source, grouped = keyed
-        files = list(grouped["files"])
-        entries = {model: next(iter(grouped[model]), None) for model in self.models}
+        files = [MatchedFile(source, *values) for values in grouped["files"]]
+        entries = {model: next((entry_of(source, values) for values in grouped[model]), None)
+                   for model in self.models}
         if not files:
             for model, entry in entries.items():
                 if entry is not None:
@@ -186,10 +200,13 @@ class PlanSources(beam.PTransform):
         self.verify_content = verify_content
 
     def expand(self, inputs):
-        keyed = {"files": inputs["files"] | "KeyFiles" >> beam.Map(lambda f: (f.path, f))}
+        # what waits in the join is a plain tuple (no field names, no repeated path): the
+        # local runner holds the whole join in one process
+        keyed = {"files": inputs["files"] | "KeyFiles" >> beam.Map(
+            lambda f: (f.path, (f.size_bytes, f.mtime_s)))}
         for model in self.models:
             keyed[model] = inputs[model] | f"KeyEntries_{model}" >> beam.Map(
-                lambda e: (e["source"], e))
+                lambda e: (e["source"], entry_values(e)))
         return (keyed | "JoinBySource" >> beam.CoGroupByKey()
                 | "Decide" >> beam.ParDo(_PlanFn(self.models, self.force, self.verify_content))
                 .with_outputs(CARRIED_TAG, PLAN_TAG, DELETED_TAG, main=WORK_TAG))
