@@ -160,7 +160,7 @@ class _PlanFn(beam.DoFn):
                 computed["print"] = fingerprint(file.path)
             return computed["print"]
 
-        work, prints, how = [], set(), set()
+        work, how = [], set()
         for model, entry in entries.items():
             decision = decide(entry, file.size_bytes, None if remote else file.mtime_s,
                               force=self.force, verify_content=self.verify_content,
@@ -173,8 +173,6 @@ class _PlanFn(beam.DoFn):
             else:
                 work.append(model)
                 how.add(decision.compared)
-                if decision.fingerprint and decision.kind != "retry":
-                    prints.add(decision.fingerprint)
         if work:
             print_ = computed.get("print", "")
             yield WorkItem(file.path, file.size_bytes, file.mtime_s, tuple(work), print_,

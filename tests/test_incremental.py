@@ -207,3 +207,50 @@ def test_a_killed_run_leaves_nothing_taken_as_finished(audio, orca_calls, standi
     assert resumed_rows.equals(clean_rows)
     assert clean["models"]["yamnet"]["embeddings"] == resumed_rows.num_rows
     assert json.loads((output / "summary.json").read_text())["run_id"] == resumed["run_id"]
+
+
+def write_legacy_manifest(folder: Path) -> None:
+    """Turns a version folder into the form the previous release wrote: one _manifest.json
+    (no mtimes, no commit, no entry shards)."""
+    manifest = read_manifest(str(folder))
+    entries = {source: {k: e[k] for k in ("source", "size_bytes", "fingerprint", "status",
+                                          "embeddings", "shards", "run_id", "duration_s",
+                                          "error_class", "error")}
+               for source, e in manifest["entries"].items()}
+    legacy = {"version": manifest["version"], "written_at": "2026-11-25T15:00:00+00:00",
+              "runs": manifest["runs"], "entries": entries}
+    shutil.rmtree(folder / "_manifest")
+    (folder / COMMIT_NAME).unlink()
+    (folder / "_manifest.json").write_text(json.dumps(legacy, indent=1))
+
+
+def test_a_version_of_the_previous_release_is_read_as_it_is_and_rewritten_by_the_next_run(
+        audio, standin_dir, tmp_path):
+    from pipelines import projector
+
+    output = tmp_path / "out"
+    handle = standin_dir / "yamnet"
+    extract.run(args(audio, output, handle))
+    expected = projector_files(output)
+    [folder] = version_folders(output)
+    rows = current_rows(str(folder)).sort_by([("source", "ascending"), ("start_s", "ascending")])
+    write_legacy_manifest(folder)
+    assert not version_folders(output)  # no commit: only the old single JSON
+
+    projector.run(["--embeddings", str(output), "--output", str(tmp_path / "from_legacy")])
+    assert projector_files(output, tmp_path / "from_legacy" / "yamnet") == expected
+    planned = extract.run([*args(audio, output, handle), "--plan"])["plan"]["yamnet"]
+    assert (planned["unchanged"], planned["new"], planned["changed"]) == (6, 0, 0)
+
+    # the old entries have no mtime: the run compares the bytes once, embeds nothing, and
+    # writes the sharded form in place of the JSON
+    rerun = extract.run(args(audio, output, handle))
+    assert inferences(rerun) == 0 and rerun["counters"]["orca_beam:files_content_checked"] == 6
+    assert rerun["versions"]["yamnet"]["plan"]["unchanged"] == 6
+    assert version_folders(output) == [folder] and not (folder / "_manifest.json").exists()
+    entries = read_manifest(str(folder))["entries"]
+    assert {e["compared"] for e in entries.values()} == {"crc32c_content"}
+    assert all(e["mtime_s"] == Path(s).stat().st_mtime for s, e in entries.items())
+    assert current_rows(str(folder)).sort_by(
+        [("source", "ascending"), ("start_s", "ascending")]).equals(rows)
+    assert projector_files(output) == expected
