@@ -55,8 +55,8 @@ def projector_parser():
         prog="python -m pipelines.projector",
         description="Embedding Projector files from existing embedding shards.")
     parser.add_argument("--embeddings", required=True,
-                        help="Output folder of an extraction run (holds <model>/embeddings-*"
-                             ".parquet), local or gs://.")
+                        help="Output folder of an extraction run (holds <model>/<version>/ "
+                             "folders), local or gs://.")
     parser.add_argument("--output", required=True,
                         help="Folder for the projector files: <output>/<model>/...")
     parser.add_argument("--model", action="append", default=None, choices=sorted(MODELS),
@@ -77,7 +77,7 @@ class ExtractOptions(PipelineOptions):
                  "Repeatable (file names may contain commas, so there is no list syntax).")
         group.add_argument(
             "--output", default=None,
-            help="Output directory (local or gs://): <output>/<model>/embeddings-*.parquet, "
+            help="Output directory (local or gs://): <output>/<model>/<version>/rows-*.parquet, "
                  "outcomes/, errors/, summary.json.")
         group.add_argument(
             "--model", action="append", default=None, choices=sorted(MODELS),

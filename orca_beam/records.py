@@ -1,6 +1,6 @@
 """Row schemas, defined once: embedding rows (Parquet), outcome rows, the run summary.
 
-Embedding rows (``<output>/<model>/embeddings-SSSSS-of-NNNNN.parquet``):
+Embedding rows (``<output>/<model>/<version>/rows-<run>-SSSSS-of-NNNNN.parquet``):
 
 =============== ===================================== ===============================================
 column          type                                  meaning
