@@ -41,7 +41,7 @@ from orca_beam.incremental import (
     carried_of,
 )
 from orca_beam.manifest import PLAN_KINDS, new_run_id, output_version, version_state
-from orca_beam.models.loading import cached_model, model_version
+from orca_beam.models.loading import ModelUnavailableError, cached_model, model_version
 from orca_beam.options import ExtractOptions
 from orca_beam.projector.export import projector_dir
 from orca_beam.projector.stage import ExportProjector
@@ -94,7 +94,11 @@ def resolve_versions(options: ExtractOptions, handles: dict[str, str]) -> dict:
         extra = {"pooling": options.pooling, "negative_s": options.negative_s}
     versions = {}
     for spec in options.model_specs():
-        version = model_version(handles[spec.name])
+        try:
+            version = model_version(handles[spec.name])
+        except ModelUnavailableError as exc:
+            raise ValueError(f"model {spec.name}: {exc}".replace(
+                "--model_handle at", f"--model_handle {spec.name}=DIR at")) from None
         versions[spec.name] = output_version(spec, version, channel=options.channel, mode=mode,
                                              extra=extra)
         LOG.info("model %s: %s -> %s%s", spec.name, version.label,

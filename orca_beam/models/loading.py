@@ -71,16 +71,38 @@ def _copy_remote_dir(handle: str) -> str:
         return str(local)
 
 
+class ModelUnavailableError(ValueError):
+    """A TF Hub / Kaggle handle that cannot be fetched (offline, proxy, DNS); the message says
+    the handle, the cause and the two ways round it."""
+
+
+def hub_cache_folder(handle: str) -> str:
+    """Where ``tensorflow_hub`` looks for a URL handle's unpacked SavedModel:
+    ``$TFHUB_CACHE_DIR`` (default ``<tmp>/tfhub_modules``) / sha1(handle)."""
+    root = os.environ.get("TFHUB_CACHE_DIR") or os.path.join(tempfile.gettempdir(),
+                                                             "tfhub_modules")
+    return os.path.join(root, hashlib.sha1(handle.encode()).hexdigest())
+
+
 def resolve_model_dir(handle: str) -> str:
     """Returns a local SavedModel directory for ``handle`` (URL, local dir or gs:// dir).
 
-    URLs go through ``tensorflow_hub.resolve`` (honours ``TFHUB_CACHE_DIR``); gs:// directories
-    are copied to a local temporary directory once per process.
+    URLs go through ``tensorflow_hub.resolve`` (honours ``TFHUB_CACHE_DIR``); one that cannot be
+    fetched raises ModelUnavailableError. gs:// directories are copied to a local temporary
+    directory once per process.
     """
     if handle.startswith(("http://", "https://")):
         import tensorflow_hub as hub
 
-        return hub.resolve(handle)
+        try:
+            return hub.resolve(handle)
+        except OSError as exc:  # URLError, HTTPError, SSL and socket errors, proxies, DNS
+            cause = " ".join(str(getattr(exc, "reason", None) or exc).split())
+            raise ModelUnavailableError(
+                f"{handle} cannot be fetched ({type(exc).__name__}: {cause}); either put the "
+                f"unpacked SavedModel in {hub_cache_folder(handle)} (a pre-seeded "
+                f"TFHUB_CACHE_DIR), or point --model_handle at a local SavedModel "
+                f"directory") from None
     if "://" in handle:
         return _copy_remote_dir(handle)
     path = Path(handle).expanduser()
