@@ -175,7 +175,9 @@ def test_headless_chromium_shows_the_points(projector_run, tensorboard, tmp_path
                 result = call("Runtime.evaluate", expression=DEEP_TEXT, returnByValue=True)
                 text = result.get("result", {}).get("value") or ""
                 found = re.search(r"Points:\s*(\d+)", text)
-                if found and "Dimension" in text and "Fetching" not in text:
+                # the panel shows "Points: 0" for a moment while the tensors load
+                if (found and int(found.group(1)) > 0 and "Dimension" in text
+                        and "Fetching" not in text):
                     break
             time.sleep(3)  # let the sprite textures draw before the picture
             shot = call("Page.captureScreenshot", format="png")
