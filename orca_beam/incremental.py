@@ -37,6 +37,7 @@ from orca_beam.manifest import (
     fingerprint,
     manifest_parts,
     normalise_entry,
+    read_current_rows_of_shard,
     read_entry_part,
 )
 from orca_beam.records import FAILED, SourceState
@@ -45,7 +46,6 @@ from orca_beam.sinks import WriteParquetShards
 LOG = logging.getLogger(__name__)
 NAMESPACE = "orca_beam"
 WORK_TAG = "work"
-CARRIED_TAG = "carried"
 PLAN_TAG = "plan"
 DELETED_TAG = "deleted"
 #: Entries per table written to an entry shard.
@@ -132,6 +132,11 @@ def entry_of(source: str, values: tuple) -> dict:
     return normalise_entry({"source": source, **dict(zip(_VALUE_FIELDS, values, strict=True))})
 
 
+def carried_tag(model: str) -> str:
+    """PlanSources' output of ``model``'s unchanged sources' entries."""
+    return f"carried_{model}"
+
+
 class _PlanFn(beam.DoFn):
     def __init__(self, models: Sequence[str], force: bool, verify_content: bool):
         self.models = list(models)
@@ -168,8 +173,8 @@ class _PlanFn(beam.DoFn):
                               content_compared=COMPARED_OBJECT if remote else COMPARED_CONTENT)
             yield beam.pvalue.TaggedOutput(PLAN_TAG, (model, decision.kind))
             if decision.kind == "unchanged":
-                carried = dict(entry, mtime_s=file.mtime_s, compared=decision.compared)
-                yield beam.pvalue.TaggedOutput(CARRIED_TAG, (model, carried))
+                yield beam.pvalue.TaggedOutput(carried_tag(model), dict(
+                    entry, mtime_s=file.mtime_s, compared=decision.compared))
             else:
                 work.append(model)
                 how.add(decision.compared)
@@ -184,8 +189,8 @@ class PlanSources(beam.PTransform):
 
     Input: a dict with ``files`` (MatchedFile) and, per model name, that model version's
     previous entries. Outputs (tagged): ``work`` (WorkItem per file some model must embed),
-    ``carried`` ((model, entry) of every unchanged source, its mtime and ``compared`` brought up
-    to date), ``plan`` ((model, kind) per source and model, kinds as in ``PLAN_KINDS``) and
+    ``carried_tag(model)`` per model (the entry of every unchanged source, its mtime and
+    ``compared`` brought up to date), ``plan`` ((model, kind) per source and model, kinds as in ``PLAN_KINDS``) and
     ``deleted`` ((model, source) of every entry whose file is no longer matched). A local file's
     content is read here only when its size or modification time differ (or
     ``verify_content``); a gs:// object's CRC32C is read from its metadata."""
@@ -207,7 +212,8 @@ class PlanSources(beam.PTransform):
                 lambda e: (e["source"], entry_values(e)))
         return (keyed | "JoinBySource" >> beam.CoGroupByKey()
                 | "Decide" >> beam.ParDo(_PlanFn(self.models, self.force, self.verify_content))
-                .with_outputs(CARRIED_TAG, PLAN_TAG, DELETED_TAG, main=WORK_TAG))
+                .with_outputs(*map(carried_tag, self.models), PLAN_TAG, DELETED_TAG,
+                              main=WORK_TAG))
 
 
 def _plan_dict(_, counts, samples) -> dict:
@@ -259,15 +265,11 @@ class _ManifestEntryFn(beam.DoFn):
 
 
 def _shard_sources(shard: str):
-    """(source, shard) for every source with rows in a written row shard."""
-    import io
-
+    """(source, shard) for every source with rows in a written row shard (reads only the
+    ``source`` column of that one shard)."""
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-    from apache_beam.io.filesystems import FileSystems
 
-    with FileSystems.open(shard) as handle:
-        column = pq.read_table(io.BytesIO(handle.read()), columns=["source"]).column("source")
+    column = read_current_rows_of_shard(shard, None, ["source"]).column("source")
     for source in pc.unique(column).to_pylist():
         yield source, shard
 
@@ -295,10 +297,11 @@ class ManifestEntries(beam.PTransform):
                 | "ToEntries" >> beam.ParDo(_ManifestEntryFn(model, self.run_id)))
 
 
-def rows_digest(entries, label: str = "RowsDigest"):
-    """PCollection of entries -> one element: the digest of their current rows
-    (``manifest.combine_keys`` of ``entry_key``), whatever their order or sharding."""
-    return (entries | f"{label}Keys" >> beam.Map(entry_key)
+def rows_digest(items, label: str = "RowsDigest", key=entry_key):
+    """PCollection of entries (or of anything ``key`` hashes to 64 bits) -> one element: their
+    order-independent digest (``manifest.combine_keys`` of the keys), whatever their order or
+    sharding."""
+    return (items | f"{label}Keys" >> beam.Map(key)
             | f"{label}Sum" >> beam.CombineGlobally(lambda keys: sum(keys) % (1 << 64))
             | f"{label}Hex" >> beam.Map(lambda total: combine_keys([total])))
 
@@ -347,8 +350,3 @@ class WriteManifest(beam.PTransform):
                     beam.pvalue.AsSingleton(count), beam.pvalue.AsSingleton(digest),
                     beam.pvalue.AsSingleton(inputs["plan"])))
 
-
-def carried_of(carried, model: str):
-    """The carried entries of one model (from PlanSources' ``carried`` output)."""
-    return carried | f"Carried_{model}" >> beam.FlatMap(
-        lambda item, m=model: [normalise_entry(item[1])] if item[0] == m else [])

@@ -157,12 +157,11 @@ def object_fingerprint(path: str) -> str | None:
 def fingerprint(path: str, data: bytes | None = None) -> str:
     """Content fingerprint of a file: the object's CRC32C from gs:// metadata (no download),
     else the CRC32C of its bytes (``data`` when already read, else streamed in 8 MiB reads)."""
-    if data is None:
-        remote = object_fingerprint(path)
-        if remote:
-            return remote
     if data is not None:
         return crc32c_fingerprint(data)
+    remote = object_fingerprint(path)
+    if remote:
+        return remote
     crc = google_crc32c.Checksum()
     with FileSystems.open(path) as handle:
         while chunk := handle.read(8 << 20):
@@ -337,18 +336,23 @@ def shard_sources(entries: Iterable[dict]) -> dict[str, set[str]]:
     return wanted
 
 
+def keep_sources(table: pa.Table, sources: set[str] | None) -> pa.Table:
+    """The rows of ``table`` whose ``source`` is in ``sources`` (None: every row)."""
+    if sources is None:
+        return table
+    import pyarrow.compute as pc
+
+    return table.filter(pc.is_in(table.column("source"),
+                                 value_set=pa.array(sorted(sources), pa.string())))
+
+
 def read_current_rows_of_shard(shard: str, sources: set[str] | None,
                                columns: list[str] | None = None) -> pa.Table:
     """The rows of one row shard whose source is in ``sources`` (None: every row); ``columns``:
     the columns to read (default all)."""
     with FileSystems.open(shard) as handle:
         wanted = None if columns is None else list(dict.fromkeys(["source", *columns]))
-        table = pq.ParquetFile(handle).read(columns=wanted)
-    if sources is not None:
-        import pyarrow.compute as pc
-
-        table = table.filter(pc.is_in(table.column("source"),
-                                      value_set=pa.array(sorted(sources), pa.string())))
+        table = keep_sources(pq.ParquetFile(handle).read(columns=wanted), sources)
     return table if columns is None else table.select(columns)
 
 

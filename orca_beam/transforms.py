@@ -280,7 +280,8 @@ class EmbedWithModel(beam.PTransform):
 
 class WriteEmbeddings(beam.PTransform):
     """pyarrow Tables of one model -> ``<folder>/<file_prefix>-SSSSS-of-NNNNN.parquet`` shards of
-    at most ``sinks.MAX_SHARD_BYTES`` each; the output is the written shard names. ``schema`` default: :func:`embedding_schema`; segments
+    at most ``sinks.MAX_SHARD_BYTES`` each; the output is the written shard names. ``schema``
+    default: :func:`embedding_schema`; segments
     mode writes ``segments-*`` in ``segment_schema``."""
 
     def __init__(self, folder: str, spec: ModelSpec, *, schema=None,

@@ -28,7 +28,6 @@ from apache_beam.options.pipeline_options import (
 
 from orca_beam.annotations import REJECTED, load_mapping, parse_annotations
 from orca_beam.incremental import (
-    CARRIED_TAG,
     DELETED_TAG,
     PLAN_TAG,
     WORK_TAG,
@@ -38,7 +37,7 @@ from orca_beam.incremental import (
     ReadEntries,
     SummarisePlan,
     WriteManifest,
-    carried_of,
+    carried_tag,
 )
 from orca_beam.manifest import PLAN_KINDS, new_run_id, output_version, version_state
 from orca_beam.models.loading import ModelUnavailableError, cached_model, model_version
@@ -97,8 +96,7 @@ def resolve_versions(options: ExtractOptions, handles: dict[str, str]) -> dict:
         try:
             version = model_version(handles[spec.name])
         except ModelUnavailableError as exc:
-            raise ValueError(f"model {spec.name}: {exc}".replace(
-                "--model_handle at", f"--model_handle {spec.name}=DIR at")) from None
+            raise ValueError(exc.message(spec.name)) from None
         versions[spec.name] = output_version(spec, version, channel=options.channel, mode=mode,
                                              extra=extra)
         LOG.info("model %s: %s -> %s%s", spec.name, version.label,
@@ -202,7 +200,7 @@ def build(pipeline: beam.Pipeline, options: ExtractOptions, handles: dict[str, s
         name = spec.name
         new = {"sources": decoded[SOURCES_TAG], "outcomes": outcomes,
                "shards": shards[name]} | f"Entries_{name}" >> ManifestEntries(name, run_id)
-        entries = ((new, carried_of(planned[CARRIED_TAG], name))
+        entries = ((new, planned[carried_tag(name)])
                    | f"AllEntries_{name}" >> beam.Flatten())
         {"entries": entries, "plan": plan_dict} | f"Manifest_{name}" >> WriteManifest(
             versions[name], versions[name].folder(options.output), run_id)

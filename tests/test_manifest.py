@@ -14,7 +14,6 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from orca_beam.incremental import (
-    CARRIED_TAG,
     DELETED_TAG,
     PLAN_TAG,
     WORK_TAG,
@@ -22,6 +21,7 @@ from orca_beam.incremental import (
     PlanSources,
     ReadEntries,
     SummarisePlan,
+    carried_tag,
 )
 from orca_beam.manifest import (
     COMPARED_CONTENT,
@@ -149,8 +149,8 @@ def test_plan_joins_files_and_entries_by_source(tmp_path):
             lambda w: (Path(w.path).name, w.models, w.compared))
         assert_that(work, equal_to([("grown.wav", ("yamnet",), "size+mtime"),
                                     ("new.wav", ("yamnet",), "new")]), label="Work")
-        carried = planned[CARRIED_TAG] | "CarriedNames" >> beam.Map(
-            lambda item: (Path(item[1]["source"]).name, item[1]["compared"]))
+        carried = planned[carried_tag("yamnet")] | "CarriedNames" >> beam.Map(
+            lambda entry: (Path(entry["source"]).name, entry["compared"]))
         assert_that(carried, equal_to([("same.wav", "size+mtime"),
                                        ("touched.wav", "crc32c_content")]), label="Carried")
         summary = ({PLAN_TAG: planned[PLAN_TAG], DELETED_TAG: planned[DELETED_TAG]}

@@ -75,6 +75,19 @@ class ModelUnavailableError(ValueError):
     """A TF Hub / Kaggle handle that cannot be fetched (offline, proxy, DNS); the message says
     the handle, the cause and the two ways round it."""
 
+    def __init__(self, handle: str, cause: str):
+        self.handle, self.cause = handle, cause
+        super().__init__(self.message())
+
+    def message(self, model: str | None = None) -> str:
+        """One line: the model (when known), the handle, the cause, the cache folder to
+        pre-seed and the --model_handle alternative."""
+        return ((f"model {model}: " if model else "")
+                + f"{self.handle} cannot be fetched ({self.cause}); either put the unpacked "
+                f"SavedModel in {hub_cache_folder(self.handle)} (a pre-seeded TFHUB_CACHE_DIR), "
+                f"or point --model_handle {model or 'NAME'}=DIR at a local SavedModel "
+                f"directory")
+
 
 def hub_cache_folder(handle: str) -> str:
     """Where ``tensorflow_hub`` looks for a URL handle's unpacked SavedModel:
@@ -97,12 +110,8 @@ def resolve_model_dir(handle: str) -> str:
         try:
             return hub.resolve(handle)
         except OSError as exc:  # URLError, HTTPError, SSL and socket errors, proxies, DNS
-            cause = " ".join(str(getattr(exc, "reason", None) or exc).split())
-            raise ModelUnavailableError(
-                f"{handle} cannot be fetched ({type(exc).__name__}: {cause}); either put the "
-                f"unpacked SavedModel in {hub_cache_folder(handle)} (a pre-seeded "
-                f"TFHUB_CACHE_DIR), or point --model_handle at a local SavedModel "
-                f"directory") from None
+            reason = " ".join(str(getattr(exc, "reason", None) or exc).split())
+            raise ModelUnavailableError(handle, f"{type(exc).__name__}: {reason}") from None
     if "://" in handle:
         return _copy_remote_dir(handle)
     path = Path(handle).expanduser()

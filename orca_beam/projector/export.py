@@ -140,16 +140,13 @@ def assign_indices(chosen: Iterable[Candidate]) -> Iterator[tuple[str, tuple[int
 def read_key_columns(shard: str, sources: set[str] | None) -> pa.Table:
     """A shard's key columns plus ``_row`` (row position), for the rows whose source is in
     ``sources`` (None: all); reads only those columns' pages, no vector or thumbnail."""
-    import pyarrow.compute as pc
+    from orca_beam.manifest import keep_sources
 
     with FileSystems.open(shard) as handle:
         parquet = pq.ParquetFile(handle)
         table = parquet.read(columns=key_columns(parquet.schema_arrow.names))
-    table = table.append_column("_row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
-    if sources is not None:
-        table = table.filter(pc.is_in(table.column("source"),
-                                      value_set=pa.array(sorted(sources), pa.string())))
-    return table
+    return keep_sources(table.append_column(
+        "_row", pa.array(np.arange(table.num_rows, dtype=np.int64))), sources)
 
 
 def _rows_of_table(table: pa.Table, wanted: list[tuple[int, int]], extra: Sequence[str] | None

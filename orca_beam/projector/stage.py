@@ -3,7 +3,8 @@ never by the rows: the steps of ``export.py`` spread over workers.
 
 Input: a version's current manifest entries (file mode) or the names of row shards whose every
 row is current (segments mode). The point sample is chosen from the key columns alone; only the
-chosen rows' vectors, thumbnails and metadata are read, written in blocks, then joined. When
+chosen rows' vectors, thumbnails and metadata are read, written to part files by the workers
+that read them, then merged by point index. When
 the rows' digest and the settings equal those of the files already in the output folder, nothing
 past the digest is done.
 """
@@ -28,20 +29,12 @@ from orca_beam.projector.export import (
     parts_dir,
     read_chosen_rows,
     read_key_columns,
+    sample_hash,
     scan_keys,
     write_part,
 )
 
 LOG = logging.getLogger(__name__)
-
-
-def _shard_digest(shards):
-    from orca_beam.manifest import combine_keys
-    from orca_beam.projector.export import sample_hash
-
-    return (shards | "ShardKeys" >> beam.Map(lambda shard: sample_hash([shard], 0))
-            | "ShardSum" >> beam.CombineGlobally(lambda keys: sum(keys) % (1 << 64))
-            | "ShardHex" >> beam.Map(lambda total: combine_keys([total])))
 
 
 class _ScanShardFn(beam.DoFn):
@@ -113,7 +106,8 @@ class ExportProjector(beam.PTransform):
                              if e["embeddings"] else [])
                          | "SourcesPerShard" >> beam.GroupByKey())
         else:
-            digest = _shard_digest(items)
+            digest = rows_digest(items, "ProjectorShards",
+                                 key=lambda shard: sample_hash([shard], 0))
             per_shard = items | "EveryRowOfShard" >> beam.Map(lambda shard: (shard, None))
 
         def decide(digest_hex: str) -> dict:
