@@ -22,7 +22,7 @@ class FileEmbeddings:
 
     ``embeddings`` [N, D] float32; ``start_s``/``end_s`` [N] seconds (end = the window's real span,
     clipped to the file); ``spectrogram`` [T, 64] float32, the representation the model consumed
-    (log-mel for vggish/yamnet, PCEN for humpback), one row per ``spectrogram_hop_s`` seconds;
+    (log-mel for vggish/yamnet/birdnet, PCEN for humpback), one row per ``spectrogram_hop_s`` s;
     ``model_version`` "<handle>@sha256:<hash>[+standin]"; ``standin`` True for stand-in models.
     """
 
@@ -41,7 +41,8 @@ def representation(spec: ModelSpec, model, waveform: np.ndarray) -> np.ndarray:
     """The time-frequency input the model computes from ``waveform`` (model-rate samples).
 
     vggish/yamnet: log-mel [T, 64] (YAMNet's over its zero-padded waveform, as the model does);
-    humpback: the model's own ``front_end`` PCEN [T, 64].
+    humpback: the model's own ``front_end`` PCEN [T, 64]; birdnet: the registry's display
+    log-mel [T, 64] over the zero-filled windows (BirdNET's own spectrograms are inside it).
     """
     import tensorflow as tf
 
@@ -49,7 +50,7 @@ def representation(spec: ModelSpec, model, waveform: np.ndarray) -> np.ndarray:
 
     if spec.interface == "humpback":
         return model.front_end(tf.constant(waveform[None, :, None], tf.float32)).numpy()[0]
-    if spec.interface == "yamnet":
+    if spec.interface in ("yamnet", "birdnet"):
         count = num_frames(spec, len(waveform))
         padded_len = max(len(waveform), (count - 1) * spec.hop_samples + spec.window_samples)
         waveform = np.concatenate([waveform, np.zeros(padded_len - len(waveform), np.float32)])
@@ -60,17 +61,19 @@ def representation(spec: ModelSpec, model, waveform: np.ndarray) -> np.ndarray:
 def embed_file(source: Source, model: str, handle: str | None = None, *,
                channel: int | None = None, hop_frames: int | None = None,
                chunk_s: float = 60.0, pack_s: float = DEFAULT_PACK_S) -> FileEmbeddings:
-    """Embeds one file (path, gs:// path or bytes) with ``model`` (vggish, yamnet or humpback).
+    """Embeds one file (path, gs:// path or bytes) with ``model`` (vggish, yamnet, humpback or
+    birdnet).
 
     ``handle`` overrides the registry's TF Hub handle (URL, SavedModel dir, gs:// dir).
     ``channel`` picks one channel (default: mix to mono). ``hop_frames`` changes the humpback
-    window hop (PCEN frames of 30 ms; default 128 = 3.84 s). The file is embedded in chunks of
+    window hop (PCEN frames of 30 ms; default 128 = 3.84 s), or the birdnet hop (samples at
+    48 kHz; default 144000 = 3 s). The file is embedded in chunks of
     about ``chunk_s`` seconds exactly as one whole-file call would be.
     """
     spec = get_model_spec(model)
     if hop_frames is not None:
         spec = spec.with_hop_units(hop_frames)
-    loaded, version = cached_model(handle or spec.handle)
+    loaded, version = cached_model(handle or spec.handle, embedding_tensor=spec.embedding_tensor)
     name = source if isinstance(source, str) else "<bytes>"
     waveform = load_audio(source, spec.sample_rate_hz, channel=channel, name=name)
     chunker = Chunker(spec, name, channel=-1 if channel is None else channel,

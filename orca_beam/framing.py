@@ -36,13 +36,17 @@ def num_frames(spec: ModelSpec, num_samples: int) -> int:
 
     VGGish: ``max(0, floor((N - 15600) / 15360) + 1)``. YAMNet: ``1 + ceil(max(0, N - 15600) /
     7680)`` for N >= 1. Humpback (notebook framing): F = ``1 + floor((N - 1024) / 300)`` PCEN
-    frames, then ``1 + ceil(max(0, F - 128) / hop)`` zero-padded windows.
+    frames, then ``1 + ceil(max(0, F - 128) / hop)`` zero-padded windows. BirdNET
+    (BirdNET-Analyzer's segments, ``birdnet`` 1.1): ``ceil(N / hop)`` windows, one starting at
+    every hop before the end, each zero-filled to 144000 samples; any clip of N >= 1 gives one.
     """
     units = num_units(spec, num_samples)
     if units == 0:
         return 0
     if spec.tail == "drop":
         return max(0, (units - spec.window_units) // spec.hop_units + 1)
+    if spec.tail == "every_start":
+        return math.ceil(units / spec.hop_units)
     return 1 + math.ceil(max(0, units - spec.window_units) / spec.hop_units)
 
 

