@@ -33,17 +33,37 @@ def add_projector_args(group) -> None:
              "tensors.bytes (much faster to load in the standalone projector). tensors.tsv is "
              "always written (TensorBoard reads it).")
     group.add_argument(
+        "--label_table", default=None, metavar="FILE",
+        help="A label table (TSV or CSV with a header; local or gs://) joined to each source "
+             "by its key column: the label columns are added to the projector metadata (colour "
+             "the points by them) and to each file's outcome. A source matches the row whose "
+             "key is its base name, or its base name without the extension.")
+    group.add_argument(
+        "--label_key", default=None,
+        help="The key column of --label_table. Default: its first column. (Beam's own "
+             "--labels sets Dataflow job labels.)")
+    group.add_argument(
         "--projector_base_url", default=None,
         help="Prefix for every path in projector_config.json, e.g. "
              "https://storage.googleapis.com/BUCKET/out/projector/yamnet (hosting).")
 
 
 def projector_kwargs(options) -> dict:
-    """``export_projector`` keyword arguments from parsed projector flags."""
+    """``export_projector`` keyword arguments from parsed projector flags (``labels``: the
+    LabelTable of --label_table, read here)."""
     return {"point": options.projector_point, "max_points": options.projector_max_points,
             "seed": options.projector_seed, "l2_normalize": options.projector_l2_normalize,
             "tensor_format": options.projector_tensor_format,
-            "base_url": options.projector_base_url}
+            "base_url": options.projector_base_url, "labels": label_table(options)}
+
+
+def label_table(options):
+    """The LabelTable of ``--label_table`` (read now, whole), or None without it."""
+    if not options.label_table:
+        return None
+    from orca_beam.labels import read_labels
+
+    return read_labels(options.label_table, options.label_key)
 
 
 def projector_parser():

@@ -21,7 +21,8 @@ def read_jsonl(pattern: str) -> list[dict]:
 
 def summarise(outcomes: list[dict], models: list[str], wall_s: float) -> dict:
     """Summary dict: files matched, per-model status counts (they add up to files matched),
-    embeddings per model, seconds of audio, wall time (s) and audio seconds per wall second."""
+    embeddings per model, seconds of audio, wall time (s) and audio seconds per wall second;
+    with --label_table, how many files have a label row and the first ones without."""
     sources = {o["source"] for o in outcomes}
     durations = {o["source"]: o["duration_s"] for o in outcomes if o["duration_s"] is not None}
     audio_s = float(sum(durations.values()))
@@ -35,6 +36,12 @@ def summarise(outcomes: list[dict], models: list[str], wall_s: float) -> dict:
             "embeddings": sum(o["embeddings"] for o in rows if o["status"] == EMBEDDED),
         }
     failed_files = sorted({o["source"] for o in outcomes if o["status"] == FAILED})
+    labelled = {}
+    if any("labels" in o for o in outcomes):
+        without = sorted({o["source"] for o in outcomes if o.get("labels") is None})
+        labelled = {"labels": {"sources_labelled": len(sources) - len(without),
+                               "sources_without_label": len(without),
+                               "without_label": without[:MAX_PRINTED]}}
     return {
         "files_matched": len(sources),
         "files_decoded": len(durations),
@@ -45,6 +52,7 @@ def summarise(outcomes: list[dict], models: list[str], wall_s: float) -> dict:
         "models": per_model,
         "failed": [{"source": o["source"], "model": o["model"], "error_class": o["error_class"],
                     "error": o["error"]} for o in outcomes if o["status"] == FAILED],
+        **labelled,
     }
 
 
@@ -66,6 +74,12 @@ def format_summary(summary: dict) -> str:
     for model, counts in summary["models"].items():
         lines.append(f"  {model}: embedded {counts[EMBEDDED]}, too short {counts[TOO_SHORT]}, "
                      f"failed {counts[FAILED]}; {counts['embeddings']} embeddings")
+    if "labels" in summary:
+        labels = summary["labels"]
+        lines.append(f"  labels: {labels['sources_labelled']} files labelled, "
+                     f"{labels['sources_without_label']} without a row in the label file"
+                     + (f" (e.g. {labels['without_label'][0]})" if labels["without_label"]
+                        else ""))
     if summary.get("nothing_changed"):
         lines.append("  nothing changed since the last run: no file decoded, no model call, "
                      "projector files kept")

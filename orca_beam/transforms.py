@@ -295,8 +295,9 @@ class WriteEmbeddings(beam.PTransform):
 
 
 class _OutcomesFn(beam.DoFn):
-    def __init__(self, models: Sequence[str]):
+    def __init__(self, models: Sequence[str], labels=None):
         self.models = list(models)
+        self.labels = labels
 
     def process(self, keyed):
         source, grouped = keyed
@@ -311,6 +312,8 @@ class _OutcomesFn(beam.DoFn):
                     channels=record.channels if record else None,
                     size_bytes=record.size_bytes if record else None,
                     fingerprint=record.fingerprint if record else "")
+        if self.labels is not None:
+            base["labels"] = self.labels.as_dict(source)
         models = list(record.models) if record and record.models else self.models
         for model in models:
             failure = next((f for f in failures if f.model in ("", model)), None)
@@ -336,12 +339,13 @@ class AccountOutcomes(beam.PTransform):
     """Joins decode records, row counts and failures into exactly one Outcome per (file, model).
 
     Input: a dict with ``files`` (FileRecord), ``failures`` (Failure) and ``counts``
-    (((source, model), rows)).
+    (((source, model), rows)). ``labels``: a LabelTable whose columns each outcome carries.
     """
 
-    def __init__(self, models: Sequence[str]):
+    def __init__(self, models: Sequence[str], labels=None):
         super().__init__()
         self.models = list(models)
+        self.labels = labels
 
     def expand(self, inputs):
         keyed = {
@@ -351,7 +355,7 @@ class AccountOutcomes(beam.PTransform):
             | "KeyCounts" >> beam.Map(lambda kv: (kv[0][0], (kv[0][1], kv[1]))),
         }
         return (keyed | "JoinBySource" >> beam.CoGroupByKey()
-                | "DecideOutcome" >> beam.ParDo(_OutcomesFn(self.models)))
+                | "DecideOutcome" >> beam.ParDo(_OutcomesFn(self.models, self.labels)))
 
 
 def _is_failed(outcome) -> bool:

@@ -42,7 +42,7 @@ from orca_beam.incremental import (
 from orca_beam.manifest import PLAN_KINDS, new_run_id, output_version, version_state
 from orca_beam.models.loading import ModelUnavailableError, cached_model, model_version
 from orca_beam.models.registry import get_model_spec
-from orca_beam.options import ExtractOptions
+from orca_beam.options import ExtractOptions, label_table
 from orca_beam.projector.export import projector_dir
 from orca_beam.projector.stage import ExportProjector
 from orca_beam.records import FAILED, segment_schema
@@ -179,11 +179,11 @@ def planned_counts(planned) -> dict:
 
 
 def build(pipeline: beam.Pipeline, options: ExtractOptions, handles: dict[str, str],
-          versions: dict, run_id: str) -> None:
+          versions: dict, run_id: str, labels=None) -> None:
     """Adds the extraction stages to ``pipeline``: match -> plan against each version's
     manifest (unchanged files go no further) -> decode + frame -> RunInference -> shards ->
     outcomes -> manifest entries + commit -> projector (from the version's current rows, only
-    when they changed)."""
+    when they or the labels changed). ``labels``: the LabelTable of --label_table, or None."""
     specs = options.model_specs()
     planned = add_plan(pipeline, options, versions)
     plan_dict = planned_counts(planned) | "SummarisePlan" >> SummarisePlan()
@@ -196,7 +196,7 @@ def build(pipeline: beam.Pipeline, options: ExtractOptions, handles: dict[str, s
         "files": decoded[FILES_TAG],
         "failures": failures | "AllFailures" >> beam.Flatten(),
         "counts": counts | "AllCounts" >> beam.Flatten(),
-    } | "AccountOutcomes" >> AccountOutcomes([spec.name for spec in specs])
+    } | "AccountOutcomes" >> AccountOutcomes([spec.name for spec in specs], labels)
     outcomes | "WriteOutcomes" >> WriteOutcomes(options.output)
     for spec in specs:
         name = spec.name
@@ -321,6 +321,10 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         check_inputs(options.input_patterns())
     handles = options.model_handles()
     specs = options.model_specs()
+    labels = label_table(options)
+    if labels is not None:
+        LOG.info("labels: %d rows, columns %s, key %s", len(labels.rows),
+                 ", ".join(labels.columns), labels.key_column)
     versions = resolve_versions(options, handles)
     if options.plan:
         if annotations is not None:
@@ -347,7 +351,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         LOG.info("inputs %s (run %s)", options.input_patterns(), run_id)
         if not template:
             _clear_previous_run(options.output, ["outcomes", "errors"])
-        build(pipeline, options, handles, versions, run_id)
+        build(pipeline, options, handles, versions, run_id, labels)
     result = pipeline.run()
     if template:  # a classic template was written instead of running a job
         LOG.info("Dataflow template written to %s (stage files under %s)", template,

@@ -41,6 +41,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from PIL import Image
 
+from orca_beam.labels import LabelTable
 from orca_beam.projector.thumbnails import THUMB_PX, join_in_time, resize
 
 LOG = logging.getLogger(__name__)
@@ -198,9 +199,10 @@ def read_chosen_rows(shard: str, wanted: Iterable[tuple[int, int]],
 Point = tuple
 
 
-def make_point(index: int, rows: Sequence[tuple]) -> Point:
+def make_point(index: int, rows: Sequence[tuple], labels: LabelTable | None = None) -> Point:
     """One point from its rows (one for frame points; for file and segment points the vector
-    is the mean and the thumbnails are joined in time)."""
+    is the mean and the thumbnails are joined in time). With ``labels``, the label columns of
+    the point's source follow the row's own metadata columns ("" where it has no label)."""
     rows = sorted(rows, key=lambda r: r[0])
     first, last = rows[0], rows[-1]
     if len(rows) == 1:
@@ -214,7 +216,7 @@ def make_point(index: int, rows: Sequence[tuple]) -> Point:
     cells = [sanitise(source), _fmt_seconds(start), _fmt_seconds(end),
              sanitise(f"{source}#t={_fmt_seconds(start)},{_fmt_seconds(end)}"),
              sanitise(first[1])]
-    for name, value in first[2]:
+    for name, value in first[2] + (labels.cells(source) if labels is not None else ()):
         header.append(name)
         cells.append(sanitise(value))
     thumb = thumbs[0] if len(thumbs) == 1 else join_in_time(thumbs)
@@ -381,15 +383,18 @@ def assemble(out_dir: str, parts: str, descriptors: Sequence[dict], name: str, *
 
 def export_settings(point: str = "frame", extra_columns: Sequence[str] | None = None,
                     max_points: int = MAX_POINTS, seed: int = 0, l2_normalize: bool = False,
-                    tensor_format: str = "tsv", base_url: str | None = None) -> dict:
-    """The export options as one dict (checked), recorded in projector_summary.json."""
+                    tensor_format: str = "tsv", base_url: str | None = None,
+                    labels: LabelTable | None = None) -> dict:
+    """The export options as one dict (checked), recorded in projector_summary.json (the
+    labels by path, key column and content fingerprint)."""
     if tensor_format not in ("tsv", "bytes"):
         raise ValueError("tensor_format must be 'tsv' or 'bytes'")
     if point not in POINT_KINDS:
         raise ValueError(f"point must be one of {POINT_KINDS}, got {point!r}")
     return {"point": point, "extra_columns": None if extra_columns is None else list(
         extra_columns), "max_points": max_points, "seed": seed, "l2_normalize": l2_normalize,
-        "tensor_format": tensor_format, "base_url": base_url}
+        "tensor_format": tensor_format, "base_url": base_url,
+        "labels": None if labels is None else labels.settings()}
 
 
 def is_up_to_date(out_dir: str, rows_digest: str, settings: dict) -> bool:
@@ -408,13 +413,14 @@ def is_up_to_date(out_dir: str, rows_digest: str, settings: dict) -> bool:
 def export_projector(table: pa.Table, out_dir: str, name: str, *, point: str = "frame",
                      extra_columns: Sequence[str] | None = None, max_points: int = MAX_POINTS,
                      seed: int = 0, l2_normalize: bool = False, tensor_format: str = "tsv",
-                     base_url: str | None = None) -> dict:
+                     base_url: str | None = None, labels: LabelTable | None = None) -> dict:
     """The projector files of an in-memory table of rows, in one process, through the same steps
     as the Beam stage (for notebooks, tests and small tables). Points with non-finite values are
-    left out; over ``max_points`` the points with the smallest seeded hashes are kept. Returns
-    the summary dict (points, dimension, dropped, sampled, thumbnail px, ...)."""
+    left out; over ``max_points`` the points with the smallest seeded hashes are kept; with
+    ``labels`` every point's metadata has the label columns of its source. Returns the summary
+    dict (points, dimension, dropped, sampled, thumbnail px, ...)."""
     settings = export_settings(point, extra_columns, max_points, seed, l2_normalize,
-                               tensor_format, base_url)
+                               tensor_format, base_url, labels)
     keys = table.select(key_columns(table.column_names)).append_column(
         "_row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
     candidates = list(scan_keys(keys, "", point, seed))
@@ -431,7 +437,7 @@ def export_projector(table: pa.Table, out_dir: str, name: str, *, point: str = "
         rows_of.setdefault(index, []).append(row)
     parts = parts_dir(out_dir, "inline")
     ordered = sorted(rows_of)
-    descriptors = [write_part(parts, [make_point(i, rows_of[i]) for i in
+    descriptors = [write_part(parts, [make_point(i, rows_of[i], labels) for i in
                                       ordered[start:start + BLOCK_POINTS]],
                               l2_normalize=l2_normalize)
                    for start in range(0, len(ordered), BLOCK_POINTS)]

@@ -92,11 +92,12 @@ class ExportProjector(beam.PTransform):
         self.out_dir = out_dir.rstrip("/")
         self.name = name
         self.kwargs = dict(export_kwargs)
+        self.labels = self.kwargs.get("labels")
         self.settings = export_settings(**self.kwargs)
         self.from_entries = from_entries
 
     def expand(self, items):
-        out_dir, name, settings = self.out_dir, self.name, self.settings
+        out_dir, name, settings, labels = self.out_dir, self.name, self.settings, self.labels
         point, kwargs = settings["point"], self.kwargs
         if self.from_entries:
             digest = rows_digest(items, "ProjectorRows")
@@ -134,10 +135,11 @@ class ExportProjector(beam.PTransform):
                     lambda shard, wanted: read_chosen_rows(shard, wanted,
                                                            settings["extra_columns"])))
         if point == "frame":
-            points = rows | "FramePoints" >> beam.MapTuple(lambda i, row: make_point(i, [row]))
+            points = rows | "FramePoints" >> beam.MapTuple(
+                lambda i, row: make_point(i, [row], labels))
         else:
             points = (rows | "RowsPerPoint" >> beam.GroupByKey()
-                      | "PooledPoints" >> beam.MapTuple(make_point))
+                      | "PooledPoints" >> beam.MapTuple(make_point, labels=labels))
         parts = points | "WriteParts" >> beam.ParDo(
             _WritePartsFn(out_dir, settings["l2_normalize"]), state)
 
