@@ -49,30 +49,40 @@ def projector_run(standin_dir, orca_calls, tmp_path_factory):
     return output / "projector" / "yamnet", summary["models"]["yamnet"]["embeddings"]
 
 
-@pytest.fixture(scope="module")
-def tensorboard(projector_run):
-    folder, _ = projector_run
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(folder), "--host",
-         "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    try:
+class TensorBoard:
+    """A real TensorBoard process serving one projector folder on loopback."""
+
+    def __init__(self, folder: Path):
+        port = free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tensorboard.main", "--logdir", str(folder), "--host",
+             "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE)
+        self.base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(process.stderr.read().decode()[-3000:])
+            if self.process.poll() is not None:
+                raise RuntimeError(self.process.stderr.read().decode()[-3000:])
             try:
-                if get(base + "/data/plugin/projector/runs", 5)[0] == 200:
-                    break
+                if get(self.base + "/data/plugin/projector/runs", 5)[0] == 200:
+                    return
             except OSError:
                 time.sleep(0.5)
-        else:
-            raise TimeoutError("tensorboard did not start")
-        yield base
+        self.close()
+        raise TimeoutError("tensorboard did not start")
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def tensorboard(projector_run):
+    server = TensorBoard(projector_run[0])
+    try:
+        yield server.base
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        server.close()
 
 
 def test_tensorboard_serves_the_projector_files(projector_run, tensorboard):
@@ -130,19 +140,46 @@ def _chromium() -> str | None:
     return None
 
 
-def test_headless_chromium_shows_the_points(projector_run, tensorboard, tmp_path):
+COLOUR_BY = """(() => {
+  const find = (root) => {
+    if (!root) return null;
+    for (const el of root.querySelectorAll('*')) {
+      if (el.tagName === 'VZ-PROJECTOR-DATA-PANEL') return el;
+      let inner = el.shadowRoot ? find(el.shadowRoot) : null;
+      if (!inner && el.tagName === 'IFRAME') {
+        try { inner = find(el.contentDocument); } catch (e) {}
+      }
+      if (inner) return inner;
+    }
+    return null;
+  };
+  const panel = find(document);
+  if (!panel || !panel.colorOptions) return null;
+  panel.selectedColorOptionName = %s;
+  const chosen = panel.colorOptions.find(o => o.name === panel.selectedColorOptionName);
+  return {selected: panel.selectedColorOptionName,
+          options: panel.colorOptions.map(o => o.name),
+          desc: chosen ? (chosen.desc || '') : ''};
+})()"""
+
+
+def projector_in_chromium(base_url: str, profile: Path, screenshot: Path,
+                          colour_by: str | None = None) -> tuple[str, dict | None]:
+    """Opens TensorBoard's projector in headless Chromium (DevTools protocol), waits until its
+    panel shows a non-zero point count and the dimension, optionally colours the points by the
+    metadata column ``colour_by``, and saves a screenshot. Returns (page text, colouring
+    result); skips where Chromium is not installed."""
     browser = _chromium()
     if browser is None:
         pytest.skip("Chromium not installed (apt-get install chromium); .ci/run installs it")
     from websockets.sync.client import connect
 
-    _, points = projector_run
     port = free_port()
     process = subprocess.Popen([
         browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--use-angle=swiftshader",
         "--enable-unsafe-swiftshader", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-        f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,900",
+        f"--user-data-dir={profile}", "--window-size=1400,900",
         f"--remote-debugging-port={port}", "about:blank"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -166,30 +203,64 @@ def test_headless_chromium_shows_the_points(projector_run, tensorboard, tmp_path
                     if message.get("id") == ident:
                         return message.get("result", {})
 
+            def evaluate(expression):
+                result = call("Runtime.evaluate", expression=expression, returnByValue=True)
+                return result.get("result", {}).get("value")
+
             call("Page.enable")
-            call("Page.navigate", url=tensorboard + "/#projector")
-            text, found = "", None
+            call("Page.navigate", url=base_url + "/#projector")
+            text = ""
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline:
                 time.sleep(2)
-                result = call("Runtime.evaluate", expression=DEEP_TEXT, returnByValue=True)
-                text = result.get("result", {}).get("value") or ""
+                text = evaluate(DEEP_TEXT) or ""
                 found = re.search(r"Points:\s*(\d+)", text)
                 # the panel shows "Points: 0" for a moment while the tensors load
                 if (found and int(found.group(1)) > 0 and "Dimension" in text
                         and "Fetching" not in text):
                     break
-            time.sleep(3)  # let the sprite textures draw before the picture
+            colouring = None
+            if colour_by is not None:
+                colouring = evaluate(COLOUR_BY % json.dumps(colour_by))
+            time.sleep(3)  # let the sprite textures and colours draw before the picture
             shot = call("Page.captureScreenshot", format="png")
-        SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
-        path = SCREENSHOT_DIR / "projector.png"
-        path.write_bytes(base64.b64decode(shot["data"]))
-        print(f"\nprojector screenshot: {path}")
-        assert found, f"no 'Points:' on the page; text seen: {text[:2000]}"
-        assert int(found.group(1)) == points
-        assert re.search(r"Dimension:\s*1024", text)
-        width, height = Image.open(path).size
-        assert width == 1400 and height > 500
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        screenshot.write_bytes(base64.b64decode(shot["data"]))
+        print(f"\nprojector screenshot: {screenshot}")
+        return text, colouring
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_headless_chromium_shows_the_points(projector_run, tensorboard, tmp_path):
+    _, points = projector_run
+    path = SCREENSHOT_DIR / "projector.png"
+    text, _ = projector_in_chromium(tensorboard, tmp_path / "profile", path)
+    found = re.search(r"Points:\s*(\d+)", text)
+    assert found, f"no 'Points:' on the page; text seen: {text[:2000]}"
+    assert int(found.group(1)) == points
+    assert re.search(r"Dimension:\s*1024", text)
+    width, height = Image.open(path).size
+    assert width == 1400 and height > 500
+
+
+def test_birdnet_catalogue_coloured_by_call_type(birdnet_catalogue_run, tmp_path):
+    """The real BirdNET embeddings of the call catalogue, coloured by the labels' call type."""
+    output, summary = birdnet_catalogue_run
+    points = summary["models"]["birdnet"]["embeddings"]
+    server = TensorBoard(output / "projector" / "birdnet")
+    try:
+        path = SCREENSHOT_DIR / "projector-birdnet-call_type.png"
+        text, colouring = projector_in_chromium(server.base, tmp_path / "profile", path,
+                                                colour_by="call_type")
+    finally:
+        server.close()
+    assert re.search(rf"Points:\s*{points}\b", text), text[:2000]
+    assert re.search(r"Dimension:\s*1024", text)
+    assert colouring and colouring["selected"] == "call_type", colouring
+    assert {"call_type", "pod", "clan"} <= set(colouring["options"])
+    # many distinct hues on the plot: the points are drawn in their call type's colour
+    pixels = np.asarray(Image.open(path).convert("HSV"))
+    saturated = pixels[(pixels[..., 1] > 120) & (pixels[..., 2] > 80)]
+    assert len(np.unique(saturated[:, 0] // 8)) >= 8
