@@ -6,10 +6,16 @@ The one-call API for notebooks::
     result = embed_file("call.wav", "yamnet")            # TF Hub handle from the registry
     result.embeddings.shape, result.start_s, result.end_s, result.spectrogram.shape
 
-Importing this package is light; TensorFlow is imported on the first call.
+Importing this package imports Beam's filesystems (and makes its ``s3://`` client share one
+boto3 client per process, unsigned without credentials: :mod:`orca_beam.s3`); TensorFlow is
+imported on the first call.
 """
 
 from __future__ import annotations
+
+from orca_beam import s3 as _s3
+
+_s3.install()
 
 __all__ = ["embed_file"]
 __version__ = "0.1.0"

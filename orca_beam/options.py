@@ -97,8 +97,14 @@ class ExtractOptions(PipelineOptions):
                  "Repeatable (file names may contain commas, so there is no list syntax).")
         group.add_argument(
             "--output", default=None,
-            help="Output directory (local or gs://): <output>/<model>/<version>/rows-*.parquet, "
-                 "outcomes/, errors/, summary.json.")
+            help="Output directory (local, gs:// or s3://): <output>/<model>/<version>/"
+                 "rows-*.parquet, outcomes/, errors/, summary.json.")
+        group.add_argument(
+            "--s3_anonymous", action="store_true",
+            help="Send unsigned s3:// requests even where AWS credentials are found (public "
+                 "buckets). Without credentials they are unsigned anyway. Credentials, endpoint "
+                 "and region: Beam's --s3_access_key_id, --s3_secret_access_key, "
+                 "--s3_endpoint_url, --s3_region_name.")
         group.add_argument(
             "--model", action="append", default=None, choices=sorted(MODELS),
             help="Model to run (repeatable): vggish (16 kHz, 0.96 s hop, 128-d), yamnet "

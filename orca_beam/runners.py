@@ -152,8 +152,10 @@ class WaveformRunner:
         return results, images if want_images else []
 
 
-class HumpbackRunner:
-    """Embeds pieces with the humpback model: ``front_end`` per piece, ``features`` per batch."""
+class BatchedWindowRunner:
+    """Embeds pieces by cutting each into its model windows (:meth:`windows`) and calling the
+    model on batches of ``batch_windows`` windows from any pieces (:meth:`call`). Subclasses
+    say how a piece becomes windows, how a batch is called and what a window's thumbnail is."""
 
     def __init__(self, spec: ModelSpec, model: Any, batch_windows: int):
         self.spec = spec
@@ -161,7 +163,47 @@ class HumpbackRunner:
         self.batch_windows = max(1, batch_windows)
         self.stats = RunnerStats()
 
-    def pcen_windows(self, piece: Piece) -> np.ndarray:
+    def windows(self, piece: Piece) -> np.ndarray:
+        """[num_frames, ...] float32 model inputs of a piece."""
+        raise NotImplementedError
+
+    def call(self, batch: np.ndarray) -> np.ndarray:
+        """Embeddings [B, dim] of a batch of windows."""
+        raise NotImplementedError
+
+    def thumbnails(self, windows: np.ndarray) -> np.ndarray:
+        """[N, 32, 32] uint8 images of N windows."""
+        raise NotImplementedError
+
+    def embed(self, pieces: Sequence[Piece]) -> list[np.ndarray]:
+        """Returns one float32 [num_frames, dim] array per piece, in order."""
+        return self.embed_with_thumbnails(pieces, thumbnails=False)[0]
+
+    def embed_with_thumbnails(self, pieces: Sequence[Piece], thumbnails: bool = True
+                              ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Embeddings per piece, plus [num_frames, 32, 32] uint8 thumbnails per piece."""
+        if not pieces:
+            return [], []
+        stacked = np.concatenate([self.windows(piece) for piece in pieces])
+        outputs = []
+        for begin in range(0, stacked.shape[0], self.batch_windows):
+            started = time.perf_counter()
+            outputs.append(self.call(stacked[begin:begin + self.batch_windows]))
+            self.stats.seconds_in_model += time.perf_counter() - started
+            self.stats.calls += 1
+        embeddings = np.concatenate(outputs).astype(np.float32, copy=False)
+        self.stats.frames_computed += embeddings.shape[0]
+        self.stats.frames_kept += embeddings.shape[0]
+        split_at = np.cumsum([piece.num_frames for piece in pieces])[:-1]
+        images = list(np.split(self.thumbnails(stacked), split_at)) if thumbnails else []
+        return list(np.split(embeddings, split_at)), images
+
+
+class HumpbackRunner(BatchedWindowRunner):
+    """Embeds pieces with the humpback model: ``front_end`` per piece, ``features`` per batch of
+    128-frame PCEN windows; thumbnails of the PCEN windows."""
+
+    def windows(self, piece: Piece) -> np.ndarray:
         """[num_frames, 128, 64] PCEN windows of a piece (warm-up dropped, zero-padded tail)."""
         import tensorflow as tf
 
@@ -177,45 +219,19 @@ class HumpbackRunner:
         starts = np.arange(piece.num_frames) * spec.hop_units
         return np.stack([pcen[s:s + spec.window_units] for s in starts]).astype(np.float32)
 
-    def embed(self, pieces: Sequence[Piece]) -> list[np.ndarray]:
-        """Returns one float32 [num_frames, 2048] array per piece, in order."""
-        return self.embed_with_thumbnails(pieces, thumbnails=False)[0]
-
-    def embed_with_thumbnails(self, pieces: Sequence[Piece], thumbnails: bool = True
-                              ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Embeddings per piece, plus [num_frames, 32, 32] uint8 PCEN thumbnails per piece."""
+    def call(self, batch: np.ndarray) -> np.ndarray:
         import tensorflow as tf
 
-        windows = [self.pcen_windows(piece) for piece in pieces]
-        counts = [w.shape[0] for w in windows]
-        if not windows:
-            return [], []
-        images = [to_images(piece_windows) for piece_windows in windows] if thumbnails else []
-        stacked = np.concatenate(windows)
-        outputs = []
-        for begin in range(0, stacked.shape[0], self.batch_windows):
-            started = time.perf_counter()
-            batch = tf.constant(stacked[begin:begin + self.batch_windows])
-            outputs.append(self.model.features(batch).numpy())
-            self.stats.seconds_in_model += time.perf_counter() - started
-            self.stats.calls += 1
-        features = np.concatenate(outputs)
-        self.stats.frames_computed += features.shape[0]
-        self.stats.frames_kept += features.shape[0]
-        return list(np.split(features, np.cumsum(counts)[:-1])), images
+        return self.model.features(tf.constant(batch)).numpy()
+
+    def thumbnails(self, windows: np.ndarray) -> np.ndarray:
+        return to_images(windows)
 
 
-class WindowRunner:
+class WindowRunner(BatchedWindowRunner):
     """Embeds pieces with a model called on a batch of fixed-length waveform windows (BirdNET:
     [B, 144000] at 48 kHz -> [B, 1024]). Each window is cut from its piece at the model's hop
-    and completed with zeros past the end of the audio; windows from any pieces share calls of
-    ``batch_windows``."""
-
-    def __init__(self, spec: ModelSpec, model: Any, batch_windows: int):
-        self.spec = spec
-        self.model = model
-        self.batch_windows = max(1, batch_windows)
-        self.stats = RunnerStats()
+    and completed with zeros past the end of the audio."""
 
     def windows(self, piece: Piece) -> np.ndarray:
         """[num_frames, window_samples] float32 windows of a piece, zero-filled past its end."""
@@ -227,9 +243,12 @@ class WindowRunner:
         starts = np.arange(piece.num_frames) * spec.hop_samples
         return np.lib.stride_tricks.sliding_window_view(samples, spec.window_samples)[starts]
 
+    def call(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model(batch))
+
     def thumbnails(self, windows: np.ndarray) -> np.ndarray:
-        """[N, 32, 32] uint8 log-mel images of [N, window_samples] windows (the registry's
-        display front end: BirdNET's own spectrograms are computed inside the model)."""
+        """Log-mel images of the windows (the registry's display front end: BirdNET's own
+        spectrograms are computed inside the model)."""
         import tensorflow as tf
 
         from orca_beam.models import frontends
@@ -237,30 +256,6 @@ class WindowRunner:
         log_mel = frontends.log_mel(tf.constant(windows, tf.float32), self.spec.front_end,
                                     self.spec.sample_rate_hz)
         return to_images(log_mel.numpy())
-
-    def embed(self, pieces: Sequence[Piece]) -> list[np.ndarray]:
-        """Returns one float32 [num_frames, dim] array per piece, in order."""
-        return self.embed_with_thumbnails(pieces, thumbnails=False)[0]
-
-    def embed_with_thumbnails(self, pieces: Sequence[Piece], thumbnails: bool = True
-                              ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Embeddings per piece, plus [num_frames, 32, 32] uint8 log-mel thumbnails per piece."""
-        if not pieces:
-            return [], []
-        stacked = np.concatenate([self.windows(piece) for piece in pieces])
-        counts = [piece.num_frames for piece in pieces]
-        outputs = []
-        for begin in range(0, stacked.shape[0], self.batch_windows):
-            started = time.perf_counter()
-            outputs.append(np.asarray(self.model(stacked[begin:begin + self.batch_windows])))
-            self.stats.seconds_in_model += time.perf_counter() - started
-            self.stats.calls += 1
-        embeddings = np.concatenate(outputs).astype(np.float32, copy=False)
-        self.stats.frames_computed += embeddings.shape[0]
-        self.stats.frames_kept += embeddings.shape[0]
-        split_at = np.cumsum(counts)[:-1]
-        images = list(np.split(self.thumbnails(stacked), split_at)) if thumbnails else []
-        return list(np.split(embeddings, split_at)), images
 
 
 Runner = WaveformRunner | HumpbackRunner | WindowRunner

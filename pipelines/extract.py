@@ -311,6 +311,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     template)."""
     options = ExtractOptions(argv if argv is not None else sys.argv[1:])
     options.validate()
+    FileSystems.set_options(options)  # s3:// settings for the launcher's own listing and reads
     Progress.interval_s = options.progress_interval_s
     annotations = None
     if options.annotations:

@@ -51,7 +51,9 @@ def run(argv: list[str] | None = None) -> list[dict]:
     if options.projector_point == "none":
         raise ValueError("--projector_point none exports nothing")
     root = options.embeddings.rstrip("/")
-    pipeline = beam.Pipeline(options=PipelineOptions(beam_args or ["--runner=FnApiRunner"]))
+    beam_options = PipelineOptions(beam_args or ["--runner=FnApiRunner"])
+    FileSystems.set_options(beam_options)  # s3:// settings for the launcher's own reads
+    pipeline = beam.Pipeline(options=beam_options)
     results, found = [], []
     for model in options.model or sorted(MODELS):
         folder = latest_version_folder(root, model)

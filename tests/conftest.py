@@ -140,3 +140,82 @@ def gcs_emulator(tmp_path_factory):
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@dataclass
+class S3Emulator:
+    """A running moto S3 server on loopback with one public-read bucket: its endpoint, the
+    bucket, the Beam flags that point at it, and an uploader (dummy keys: moto takes any)."""
+
+    endpoint: str
+    bucket: str
+
+    def client(self):
+        import boto3
+
+        return boto3.session.Session().client(
+            "s3", endpoint_url=self.endpoint, region_name="us-west-2",
+            aws_access_key_id="test", aws_secret_access_key="test")
+
+    def url(self, path: str) -> str:
+        """s3:// URL of ``path`` in the bucket."""
+        return f"s3://{self.bucket}/{path.lstrip('/')}"
+
+    def upload(self, local: Path, path: str) -> str:
+        """Uploads a file, or every file under a directory, to ``path``, readable by anyone
+        (ACL public-read, as Orcasound's buckets); returns its s3:// URL."""
+        if not local.exists():
+            raise FileNotFoundError(local)
+        client = self.client()
+        files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
+        for file in files:
+            name = path if local.is_file() else f"{path}/{file.relative_to(local).as_posix()}"
+            client.upload_file(str(file), self.bucket, name, ExtraArgs={"ACL": "public-read"})
+        return self.url(path)
+
+    def download(self, path: str) -> bytes:
+        """Bytes of object ``path``."""
+        return self.client().get_object(Bucket=self.bucket, Key=path)["Body"].read()
+
+    def list(self, prefix: str) -> list[str]:
+        """Object names under ``prefix``."""
+        pages = self.client().get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix)
+        return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+
+@pytest.fixture(scope="session")
+def s3_emulator(tmp_path_factory):
+    """Starts a real S3 emulator server process (moto_server, in memory) on 127.0.0.1 with a
+    public-read bucket, and stops it at the end of the session."""
+    executable = Path(sys.executable).parent / "moto_server"
+    if not executable.exists():
+        pytest.skip("moto_server is not installed (pip install -e '.[test]')")
+    port = _free_port()
+    log = tmp_path_factory.mktemp("s3") / "moto.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([str(executable), "-H", "127.0.0.1", "-p", str(port)],
+                                   stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(f"S3 emulator did not start: {log.read_text()}") from None
+            time.sleep(0.1)
+    emulator = S3Emulator(f"http://127.0.0.1:{port}", "orcasound-test")
+    emulator.client().create_bucket(
+        Bucket=emulator.bucket, ACL="public-read",
+        CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+    try:
+        yield emulator
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
