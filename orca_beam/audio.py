@@ -1,8 +1,9 @@
 """The one audio loader: encoded bytes -> float32 mono samples at the rates the models want.
 
 Decoding is libsndfile (through ``soundfile``: WAV in 8/16/24/32-bit int, float and ADPCM, FLAC,
-OGG/Vorbis, MP3, and the rest of libsndfile's formats); the format is read from the content, never
-from the file name. Resampling is soxr at high quality ("HQ"), streamed, so a file of any length is
+OGG/Vorbis, MP3, and the rest of libsndfile's formats) and, for what libsndfile cannot read
+(MPEG-TS, ADTS and MP4/M4A audio: AAC, as in Orcasound's HLS segments), FFmpeg's decoders through
+PyAV (``av``); the format is read from the content, never from the file name. Resampling is soxr at high quality ("HQ"), streamed, so a file of any length is
 decoded in bounded blocks. Integer formats come out in [-1, 1); float formats come out as stored.
 Nothing else is done to the signal: no DC removal, no gain, no clipping.
 
@@ -134,11 +135,90 @@ def _classify_open_error(name: str, head: bytes, exc: Exception) -> AudioError:
     return CorruptAudioError(name, message)
 
 
+def _is_ffmpeg_container(head: bytes) -> bool:
+    """MPEG-TS (sync byte 0x47 at 0 and 188), ADTS AAC (sync word 0xFFF) or MP4/M4A (``ftyp``
+    box): read with PyAV, since libsndfile cannot."""
+    transport = head[:1] == b"\x47" and (len(head) <= 188 or head[188:189] == b"\x47")
+    adts = len(head) > 1 and head[0] == 0xFF and head[1] & 0xF6 == 0xF0
+    return transport or adts or head[4:8] == b"ftyp"
+
+
+class PyAVSound:
+    """The part of ``soundfile.SoundFile`` the loader uses, over FFmpeg's decoders (PyAV), for
+    the containers libsndfile cannot read. Opening decodes the stream once to count its frames
+    exactly and to find undecodable content (AAC segments are small; the count keeps memory at one
+    block); :meth:`read` then decodes again, block by block. Samples are float32 in [-1, 1], as
+    the decoder gives them (AAC: planar float), including the encoder's priming samples."""
+
+    def __init__(self, fileobj: BinaryIO, label: str):
+        import av
+
+        self._fileobj, self._start, self._label = fileobj, fileobj.tell(), label
+        self.extra_info = ""
+        try:
+            with av.open(fileobj, mode="r") as container:
+                if not container.streams.audio:
+                    raise UnsupportedAudioError(label, "container holds no audio stream")
+                stream = container.streams.audio[0]
+                self.samplerate = int(stream.codec_context.sample_rate)
+                self.channels = int(stream.codec_context.channels)
+                self.format = container.format.name.split(",")[0].upper()
+                self.subtype = stream.codec_context.name.upper()
+                self.frames = sum(frame.samples for frame in container.decode(stream))
+        except av.error.FFmpegError as exc:
+            raise CorruptAudioError(label, f"FFmpeg cannot decode it: {exc}") from exc
+        self._frames_iter: Iterator[np.ndarray] | None = None
+        self._pending = np.zeros((0, self.channels), np.float32)
+
+    def _decoded(self) -> Iterator[np.ndarray]:
+        import av
+
+        self._fileobj.seek(self._start)
+        try:
+            with av.open(self._fileobj, mode="r") as container:
+                for frame in container.decode(container.streams.audio[0]):
+                    array = frame.to_ndarray()
+                    if frame.format.is_planar:
+                        array = array.T
+                    else:
+                        array = array.reshape(-1, self.channels)
+                    if array.dtype.kind == "i":
+                        array = array / float(np.iinfo(array.dtype).max + 1)
+                    yield array.astype(np.float32, copy=False)
+        except av.error.FFmpegError as exc:
+            raise CorruptAudioError(self._label, f"FFmpeg decoding failed: {exc}") from exc
+
+    def read(self, frames: int, dtype: str = "float32", always_2d: bool = True) -> np.ndarray:
+        """Up to ``frames`` frames [n, channels] float32; zero rows at the end."""
+        if self._frames_iter is None:
+            self._frames_iter = self._decoded()
+        parts, have = [self._pending], len(self._pending)
+        while have < frames:
+            block = next(self._frames_iter, None)
+            if block is None:
+                break
+            parts.append(block)
+            have += len(block)
+        joined = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        self._pending = joined[frames:]
+        return joined[:frames]
+
+    def __enter__(self) -> PyAVSound:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._frames_iter = None
+
+
 @contextlib.contextmanager
-def _open_sound(fileobj: BinaryIO, name: str) -> Iterator[sf.SoundFile]:
+def _open_sound(fileobj: BinaryIO, name: str) -> Iterator[sf.SoundFile | PyAVSound]:
     start = fileobj.tell()
-    head = fileobj.read(16)
+    head = fileobj.read(189)
     fileobj.seek(start)
+    if _is_ffmpeg_container(head):
+        with PyAVSound(fileobj, name) as sound:
+            yield sound
+        return
     try:
         sound = sf.SoundFile(fileobj)
     except sf.LibsndfileError as exc:
@@ -189,6 +269,9 @@ def _decoded_blocks(sound: sf.SoundFile, label: str, channel: int | None) -> Ite
             block = sound.read(block_frames, dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise CorruptAudioError(label, f"decoding failed after {got} frames: {exc}") from exc
+        except CorruptAudioError as exc:
+            raise CorruptAudioError(label, f"decoding failed after {got} frames: "
+                                           f"{exc.detail}") from exc
         if block.shape[0] == 0:
             break
         if not np.isfinite(block).all():
