@@ -19,8 +19,8 @@ thumbnail       fixed_size_binary[1024]               32x32 uint8 image of the p
 Outcome rows (``<output>/outcomes/outcomes-*.jsonl``), one per (input file, model): ``source``,
 ``model``, ``status`` (``embedded`` | ``too_short`` | ``failed``), ``embeddings`` (rows written),
 ``duration_s``, ``sample_rate_hz`` (native), ``channels``, ``error_class``, ``error`` (message),
-``size_bytes``, ``fingerprint`` and, with ``--label_table``, ``labels`` (the source's label columns,
-null where the label file has no row for it). Failed ones are also in ``<output>/errors/errors-*.jsonl``.
+``size_bytes``, ``fingerprint`` and ``labels`` (with ``--label_table``: the source's label
+columns; null where the table has no row for it, and without a table). Failed ones are also in ``<output>/errors/errors-*.jsonl``.
 """
 
 from __future__ import annotations

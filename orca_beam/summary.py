@@ -19,10 +19,12 @@ def read_jsonl(pattern: str) -> list[dict]:
     return rows
 
 
-def summarise(outcomes: list[dict], models: list[str], wall_s: float) -> dict:
+def summarise(outcomes: list[dict], models: list[str], wall_s: float, *,
+              labelled: bool = False) -> dict:
     """Summary dict: files matched, per-model status counts (they add up to files matched),
     embeddings per model, seconds of audio, wall time (s) and audio seconds per wall second;
-    with --label_table, how many files have a label row and the first ones without."""
+    with ``labelled`` (--label_table given), how many files have a label row and the first
+    ones without."""
     sources = {o["source"] for o in outcomes}
     durations = {o["source"]: o["duration_s"] for o in outcomes if o["duration_s"] is not None}
     audio_s = float(sum(durations.values()))
@@ -36,12 +38,12 @@ def summarise(outcomes: list[dict], models: list[str], wall_s: float) -> dict:
             "embeddings": sum(o["embeddings"] for o in rows if o["status"] == EMBEDDED),
         }
     failed_files = sorted({o["source"] for o in outcomes if o["status"] == FAILED})
-    labelled = {}
-    if any("labels" in o for o in outcomes):
+    label_counts = {}
+    if labelled:
         without = sorted({o["source"] for o in outcomes if o.get("labels") is None})
-        labelled = {"labels": {"sources_labelled": len(sources) - len(without),
-                               "sources_without_label": len(without),
-                               "without_label": without[:MAX_PRINTED]}}
+        label_counts = {"labels": {"sources_labelled": len(sources) - len(without),
+                                   "sources_without_label": len(without),
+                                   "without_label": without[:MAX_PRINTED]}}
     return {
         "files_matched": len(sources),
         "files_decoded": len(durations),
@@ -52,7 +54,7 @@ def summarise(outcomes: list[dict], models: list[str], wall_s: float) -> dict:
         "models": per_model,
         "failed": [{"source": o["source"], "model": o["model"], "error_class": o["error_class"],
                     "error": o["error"]} for o in outcomes if o["status"] == FAILED],
-        **labelled,
+        **label_counts,
     }
 
 

@@ -372,7 +372,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         print(f"summary: {path}")
         return summary
     outcomes = read_jsonl(options.output.rstrip("/") + "/outcomes/outcomes-*.jsonl")
-    summary = summarise(outcomes, [spec.name for spec in specs], wall_s)
+    summary = summarise(outcomes, [spec.name for spec in specs], wall_s,
+                        labelled=labels is not None)
     summary["run_id"] = run_id
     summary["model_load_s"] = load_s
     summary["versions"] = {}

@@ -113,4 +113,5 @@ def test_pipeline_embeds_ts_segments(recording, standin_dir, tmp_path):
                            "--projector_point=none"])
     counts = summary["models"]["yamnet"]
     assert (counts["embedded"], counts["failed"]) == (2, 0)
+    assert "labels" not in summary  # no --label_table: no label counts
     assert Path(tmp_path / "out" / "summary.json").exists()
