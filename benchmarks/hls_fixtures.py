@@ -1,0 +1,48 @@
+"""HLS folders written the way Orcasound's nodes write theirs (FFmpeg's HLS muxer, inside PyAV),
+for the tests and the benchmarks. Generated on the fly, never kept in the repository."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+
+def write_hls_folder(samples: np.ndarray, folder: Path, *, date_times: bool = True,
+                     first_pdt: datetime | None = None) -> Path:
+    """Writes ``samples`` [n, channels] (48 kHz) as an HLS folder with FFmpeg's HLS muxer inside
+    PyAV (AAC, 10 s segments, live%03d.ts, live.m3u8 listing all). The muxer stamps
+    #EXT-X-PROGRAM-DATE-TIME from the clock: the lines are rewritten to ``first_pdt`` plus the
+    segments' #EXTINF, or removed (an older folder)."""
+    import av
+
+    folder.mkdir(parents=True, exist_ok=True)
+    layout = "mono" if samples.shape[1] == 1 else "stereo"
+    options = {"hls_time": "10", "hls_segment_filename": str(folder / "live%03d.ts"),
+               "hls_flags": "program_date_time", "hls_list_size": "0"}
+    with av.open(str(folder / "live.m3u8"), "w", format="hls", options=options) as out:
+        stream = out.add_stream("aac", rate=48000, layout=layout)
+        for start in range(0, len(samples), 48000):
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(samples[start:start + 48000].T), format="fltp",
+                layout=layout)
+            frame.sample_rate, frame.pts = 48000, start
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    playlist = folder / "live.m3u8"
+    lines, at, duration = [], first_pdt, 0.0
+    for line in playlist.read_text().splitlines():
+        if line.startswith("#EXT-X-PROGRAM-DATE-TIME"):
+            if date_times:
+                lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{at.isoformat(timespec='milliseconds')}")
+            continue
+        if line.startswith("#EXTINF:"):
+            duration = float(line.split(":", 1)[1].rstrip(","))
+        elif not line.startswith("#") and at is not None:
+            at += timedelta(seconds=duration)  # the next segment's date-time
+        lines.append(line)
+    playlist.write_text("\n".join(line for line in lines if line) + "\n")
+    return folder
