@@ -48,13 +48,13 @@ def add_projector_args(group) -> None:
              "https://storage.googleapis.com/BUCKET/out/projector/yamnet (hosting).")
 
 
-def projector_kwargs(options) -> dict:
-    """``export_projector`` keyword arguments from parsed projector flags (``labels``: the
-    LabelTable of --label_table, read here)."""
+def projector_kwargs(options, labels=None) -> dict:
+    """``export_projector`` keyword arguments from parsed projector flags; ``labels``: the
+    LabelTable of --label_table, read once by the caller (:func:`label_table`)."""
     return {"point": options.projector_point, "max_points": options.projector_max_points,
             "seed": options.projector_seed, "l2_normalize": options.projector_l2_normalize,
             "tensor_format": options.projector_tensor_format,
-            "base_url": options.projector_base_url, "labels": label_table(options)}
+            "base_url": options.projector_base_url, "labels": labels}
 
 
 def label_table(options):
@@ -178,9 +178,10 @@ class ExtractOptions(PipelineOptions):
             help="Seconds between progress log lines during a run. Default 30.")
         add_projector_args(group)
 
-    def projector_kwargs(self) -> dict:
-        """Keyword arguments of ``export_projector`` from the projector flags."""
-        return projector_kwargs(self)
+    def projector_kwargs(self, labels=None) -> dict:
+        """Keyword arguments of ``export_projector`` from the projector flags, with the
+        already-read LabelTable ``labels``."""
+        return projector_kwargs(self, labels)
 
     def input_patterns(self) -> list[str]:
         """The --input values, in order, duplicates removed."""

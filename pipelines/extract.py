@@ -138,9 +138,11 @@ def preload_models(handles: dict[str, str], versions: dict) -> dict[str, float]:
 
 
 def embed_and_write(pieces, options: ExtractOptions, handles: dict[str, str], versions: dict,
-                    *, file_prefix: str, to_rows=None, schema_of=None, projector: bool = True):
+                    *, file_prefix: str, to_rows=None, schema_of=None, projector: bool = True,
+                    labels=None):
     """Per model: its Pieces (``pieces[name]``) -> RunInference -> Parquet shards in the model
-    version's folder (-> projector files from those shards when ``projector``).
+    version's folder (-> projector files from those shards when ``projector``, with the
+    LabelTable ``labels``).
     ``to_rows(spec)`` / ``schema_of(spec)`` replace the file-mode row DoFn and schema. Returns
     the per-model lists of ``counts`` and ``failures`` PCollections and the shard names."""
     counts, failures, shards = [], [], {}
@@ -154,8 +156,8 @@ def embed_and_write(pieces, options: ExtractOptions, handles: dict[str, str], ve
             schema=schema_of(spec) if schema_of else None, file_prefix=file_prefix)
         if projector and options.projector_point != "none":
             shards[spec.name] | f"Projector_{spec.name}" >> ExportProjector(
-                projector_dir(options.output, spec.name), spec.name, options.projector_kwargs(),
-                from_entries=False)
+                projector_dir(options.output, spec.name), spec.name,
+                options.projector_kwargs(labels), from_entries=False)
         counts.append(embedded["counts"])
         failures.append(embedded["failures"])
     return counts, failures, shards
@@ -208,7 +210,7 @@ def build(pipeline: beam.Pipeline, options: ExtractOptions, handles: dict[str, s
             versions[name], versions[name].folder(options.output), run_id)
         if options.projector_point != "none":
             entries | f"Projector_{name}" >> ExportProjector(
-                projector_dir(options.output, name), name, options.projector_kwargs())
+                projector_dir(options.output, name), name, options.projector_kwargs(labels))
 
 
 PLAN_NAME = "plan.json"
@@ -258,9 +260,10 @@ def _is_not_embedded(outcome) -> bool:
 
 
 def build_segments(pipeline: beam.Pipeline, options: ExtractOptions, handles: dict[str, str],
-                   versions: dict, run_id: str, annotations) -> None:
+                   versions: dict, run_id: str, annotations, labels=None) -> None:
     """Adds the segments-mode stages to ``pipeline``: annotation rows grouped per file -> cut ->
-    RunInference per model -> pooled segment rows -> Parquet, projector, one outcome per row."""
+    RunInference per model -> pooled segment rows -> Parquet, projector (with the LabelTable
+    ``labels``), one outcome per row."""
     mapping, header, rows = annotations
     specs = options.model_specs()
     root = options.input_patterns()[0].rstrip("/")
@@ -271,7 +274,7 @@ def build_segments(pipeline: beam.Pipeline, options: ExtractOptions, handles: di
     counts, failures, _ = embed_and_write(
         cut, options, handles, versions, file_prefix=f"segments-{run_id}",
         to_rows=lambda spec: SegmentRowsFn(spec, options.pooling, header),
-        schema_of=lambda spec: segment_schema(spec.embedding_dim, header))
+        schema_of=lambda spec: segment_schema(spec.embedding_dim, header), labels=labels)
     outcomes = {
         "planned": cut[PLANNED_TAG], "outcomes": cut[OUTCOMES_TAG],
         "counts": counts | "AllCounts" >> beam.Flatten(),
@@ -347,7 +350,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     if annotations is not None:
         if not template:
             _clear_previous_run(options.output, ["segments", "segments_rejected"])
-        build_segments(pipeline, options, handles, versions, run_id, annotations)
+        build_segments(pipeline, options, handles, versions, run_id, annotations, labels)
     else:
         LOG.info("inputs %s (run %s)", options.input_patterns(), run_id)
         if not template:

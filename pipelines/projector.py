@@ -24,7 +24,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from orca_beam.incremental import ReadEntries
 from orca_beam.manifest import latest_version_folder
 from orca_beam.models.registry import MODELS
-from orca_beam.options import projector_kwargs, projector_parser
+from orca_beam.options import label_table, projector_kwargs, projector_parser
 from orca_beam.projector.stage import ExportProjector
 
 LOG = logging.getLogger("orca_beam.projector")
@@ -54,6 +54,7 @@ def run(argv: list[str] | None = None) -> list[dict]:
     beam_options = PipelineOptions(beam_args or ["--runner=FnApiRunner"])
     FileSystems.set_options(beam_options)  # s3:// settings for the launcher's own reads
     pipeline = beam.Pipeline(options=beam_options)
+    export_kwargs = projector_kwargs(options, label_table(options))  # the labels read once
     results, found = [], []
     for model in options.model or sorted(MODELS):
         folder = latest_version_folder(root, model)
@@ -72,7 +73,7 @@ def run(argv: list[str] | None = None) -> list[dict]:
         LOG.info("%s: rows of %s", model, folder)
         found.append(model)
         summary = items | f"Projector_{model}" >> ExportProjector(
-            f"{options.output.rstrip('/')}/{model}", model, projector_kwargs(options),
+            f"{options.output.rstrip('/')}/{model}", model, export_kwargs,
             from_entries=from_entries)
         results.append(summary)
     if not found:
