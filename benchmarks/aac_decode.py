@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from orca_beam.hls import PLAYLIST_NAME, order_segments, parse_playlist
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -31,7 +33,7 @@ def make_folder(recordings: Path, minutes: float, work: Path) -> Path:
     from orca_beam.audio import load_audio
 
     folder = work / f"hls-{int(minutes * 60)}s" / "1633046400"
-    if (folder / "live.m3u8").exists():
+    if (folder / PLAYLIST_NAME).exists():
         return folder
     base = np.concatenate([load_audio(str(f), 48000)
                            for f in sorted((recordings / "hydrophone").glob("*.wav"))])
@@ -66,10 +68,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "orca-bench")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
-    from orca_beam.hls import order_segments, parse_playlist
 
     folder = make_folder(args.recordings, args.minutes, args.work)
-    segments = order_segments(parse_playlist((folder / "live.m3u8").read_text()),
+    segments = order_segments(parse_playlist((folder / PLAYLIST_NAME).read_text()),
                               [p.name for p in folder.iterdir()])
     items = [(segment, (folder / segment.name).read_bytes()) for segment in segments]
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from orca_beam.hls import PLAYLIST_NAME
+
 
 def write_hls_folder(samples: np.ndarray, folder: Path, *, date_times: bool = True,
                      first_pdt: datetime | None = None) -> Path:
@@ -21,7 +23,7 @@ def write_hls_folder(samples: np.ndarray, folder: Path, *, date_times: bool = Tr
     layout = "mono" if samples.shape[1] == 1 else "stereo"
     options = {"hls_time": "10", "hls_segment_filename": str(folder / "live%03d.ts"),
                "hls_flags": "program_date_time", "hls_list_size": "0"}
-    with av.open(str(folder / "live.m3u8"), "w", format="hls", options=options) as out:
+    with av.open(str(folder / PLAYLIST_NAME), "w", format="hls", options=options) as out:
         stream = out.add_stream("aac", rate=48000, layout=layout)
         for start in range(0, len(samples), 48000):
             frame = av.AudioFrame.from_ndarray(
@@ -32,7 +34,7 @@ def write_hls_folder(samples: np.ndarray, folder: Path, *, date_times: bool = Tr
                 out.mux(packet)
         for packet in stream.encode(None):
             out.mux(packet)
-    playlist = folder / "live.m3u8"
+    playlist = folder / PLAYLIST_NAME
     lines, at, duration = [], first_pdt, 0.0
     for line in playlist.read_text().splitlines():
         if line.startswith("#EXT-X-PROGRAM-DATE-TIME"):

@@ -143,6 +143,19 @@ def _is_ffmpeg_container(head: bytes) -> bool:
     return transport or adts or head[4:8] == b"ftyp"
 
 
+def frame_samples(frame) -> np.ndarray:
+    """One audio frame decoded by PyAV as float32 [samples, channels]: planar layouts
+    transposed, packed ones unfolded, integer samples scaled to [-1, 1)."""
+    array = frame.to_ndarray()
+    if frame.format.is_planar:
+        array = array.T
+    else:
+        array = array.reshape(-1, len(frame.layout.channels))
+    if array.dtype.kind == "i":
+        array = array / float(np.iinfo(array.dtype).max + 1)
+    return array.astype(np.float32, copy=False)
+
+
 class PyAVSound:
     """The part of ``soundfile.SoundFile`` the loader uses, over FFmpeg's decoders (PyAV), for
     the containers libsndfile cannot read. Opening decodes the stream once to count its frames
@@ -177,14 +190,7 @@ class PyAVSound:
         try:
             with av.open(self._fileobj, mode="r") as container:
                 for frame in container.decode(container.streams.audio[0]):
-                    array = frame.to_ndarray()
-                    if frame.format.is_planar:
-                        array = array.T
-                    else:
-                        array = array.reshape(-1, self.channels)
-                    if array.dtype.kind == "i":
-                        array = array / float(np.iinfo(array.dtype).max + 1)
-                    yield array.astype(np.float32, copy=False)
+                    yield frame_samples(frame)
         except av.error.FFmpegError as exc:
             raise CorruptAudioError(self._label, f"FFmpeg decoding failed: {exc}") from exc
 

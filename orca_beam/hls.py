@@ -19,12 +19,12 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
+from orca_beam.audio import frame_samples
+
 PLAYLIST_NAME = "live.m3u8"
 #: How a row's absolute time was obtained (the ``time_source`` values).
 PROGRAM_DATE_TIME = "program_date_time"
 FOLDER_PLUS_DURATIONS = "folder_plus_durations"
-#: MPEG-TS timestamps tick at 90 kHz.
-TS_CLOCK_HZ = 90_000
 #: A jump between consecutive AAC packets' timestamps beyond this (seconds) is a gap.
 PTS_GAP_TOLERANCE_S = 0.005
 
@@ -182,15 +182,11 @@ def decode_segments(items: Iterable[tuple[Segment, bytes]]) -> Iterator[Decoded 
                             else:
                                 gap = 0.0
                     expected_pts = pts_s + (packet.duration or 0) * base
-                    for frame in decoder.decode(packet):
-                        array = frame.to_ndarray()
-                        blocks.append(array.T if frame.format.is_planar else
-                                      array.reshape(-1, len(frame.layout.channels)))
+                    blocks.extend(frame_samples(frame) for frame in decoder.decode(packet))
                 rate = stream.codec_context.sample_rate
         except (av.error.FFmpegError, ValueError) as exc:
             decoder, expected_pts = None, None
             yield Unreadable(segment, f"{type(exc).__name__}: {exc}")
             continue
-        samples = (np.concatenate(blocks).astype(np.float32, copy=False) if blocks
-                   else np.zeros((0, 1), np.float32))
+        samples = np.concatenate(blocks) if blocks else np.zeros((0, 1), np.float32)
         yield Decoded(segment, samples, rate, first_pts, gap)
