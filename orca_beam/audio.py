@@ -93,6 +93,9 @@ class AudioInfo:
     frames: int
     format: str
     subtype: str
+    #: True when opening the source already decoded all of it and checked every sample (PyAV's
+    #: sources, whose frame count only a decode gives): validating needs no second decode.
+    validated_at_open: bool = False
 
     @property
     def duration_s(self) -> float:
@@ -159,8 +162,8 @@ def frame_samples(frame) -> np.ndarray:
 class PyAVSound:
     """The part of ``soundfile.SoundFile`` the loader uses, over FFmpeg's decoders (PyAV), for
     the containers libsndfile cannot read. Opening decodes the stream once to count its frames
-    exactly and to find undecodable content (AAC segments are small; the count keeps memory at one
-    block); :meth:`read` then decodes again, block by block. Samples are float32 in [-1, 1], as
+    exactly and to find undecodable or non-finite content, keeping no samples (memory stays at
+    one frame); :meth:`read` then decodes again, block by block. Samples are float32 in [-1, 1], as
     the decoder gives them (AAC: planar float), including the encoder's priming samples."""
 
     def __init__(self, fileobj: BinaryIO, label: str):
@@ -177,7 +180,14 @@ class PyAVSound:
                 self.channels = int(stream.codec_context.channels)
                 self.format = container.format.name.split(",")[0].upper()
                 self.subtype = stream.codec_context.name.upper()
-                self.frames = sum(frame.samples for frame in container.decode(stream))
+                self.frames = 0
+                for frame in container.decode(stream):
+                    samples = frame_samples(frame)
+                    if not np.isfinite(samples).all():
+                        raise NonFiniteAudioError(
+                            label, f"non-finite samples (NaN/inf) in frames {self.frames}.."
+                                   f"{self.frames + len(samples)}")
+                    self.frames += len(samples)
         except av.error.FFmpegError as exc:
             raise CorruptAudioError(label, f"FFmpeg cannot decode it: {exc}") from exc
         self._frames_iter: Iterator[np.ndarray] | None = None
@@ -244,9 +254,9 @@ def _declared_size_mismatch(sound: sf.SoundFile) -> str | None:
     return None
 
 
-def _info_of(sound: sf.SoundFile) -> AudioInfo:
+def _info_of(sound: sf.SoundFile | PyAVSound) -> AudioInfo:
     return AudioInfo(int(sound.samplerate), int(sound.channels), int(sound.frames),
-                     sound.format, sound.subtype)
+                     sound.format, sound.subtype, isinstance(sound, PyAVSound))
 
 
 def probe_audio(source: Source, *, name: str | None = None) -> AudioInfo:
@@ -312,9 +322,11 @@ _PLAIN_PCM = {"PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32"}
 
 def needs_decoding_to_validate(info: AudioInfo) -> bool:
     """False for integer PCM in a sized container (WAV, AIFF, ...): its header checks are the
-    whole validation. True for compressed, ADPCM and float codings, which can fail or hold
-    NaN/inf part-way through."""
-    return not (info.format in _SIZED_CONTAINERS and info.subtype in _PLAIN_PCM)
+    whole validation; and for sources that opening already decoded and checked
+    (``validated_at_open``). True for the other compressed, ADPCM and float codings, which can
+    fail or hold NaN/inf part-way through."""
+    return not (info.validated_at_open
+                or (info.format in _SIZED_CONTAINERS and info.subtype in _PLAIN_PCM))
 
 
 def validate_audio(source: Source, *, channel: int | None = None,
