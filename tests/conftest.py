@@ -4,14 +4,14 @@ a real GCS emulator process."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.servers import free_port, start_server
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -87,12 +87,6 @@ class GcsEmulator:
         return sorted(b.name for b in storage.Client().list_blobs(self.bucket, prefix=prefix))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def gcs_emulator(tmp_path_factory):
     """Starts a real GCS emulator server process (gcp-storage-emulator, in memory) on 127.0.0.1,
@@ -104,22 +98,11 @@ def gcs_emulator(tmp_path_factory):
     executable = Path(sys.executable).parent / "gcp-storage-emulator"
     if not executable.exists():
         pytest.skip("gcp-storage-emulator is not installed (pip install -e '.[test]')")
-    port = _free_port()
-    log = tmp_path_factory.mktemp("gcs") / "emulator.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [str(executable), "start", "--host", "127.0.0.1", "--port", str(port),
-             "--default-bucket", "orca-test", "--in-memory"], stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError(f"GCS emulator did not start: {log.read_text()}") from None
-            time.sleep(0.1)
+    port = free_port()
+    process = start_server(
+        [str(executable), "start", "--host", "127.0.0.1", "--port", str(port),
+         "--default-bucket", "orca-test", "--in-memory"], port,
+        tmp_path_factory.mktemp("gcs") / "emulator.log", "GCS emulator")
     endpoint = f"http://127.0.0.1:{port}"
     previous = os.environ.get("STORAGE_EMULATOR_HOST")
     os.environ["STORAGE_EMULATOR_HOST"] = endpoint
@@ -191,21 +174,9 @@ def s3_emulator(tmp_path_factory):
     executable = Path(sys.executable).parent / "moto_server"
     if not executable.exists():
         pytest.skip("moto_server is not installed (pip install -e '.[test]')")
-    port = _free_port()
-    log = tmp_path_factory.mktemp("s3") / "moto.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen([str(executable), "-H", "127.0.0.1", "-p", str(port)],
-                                   stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError(f"S3 emulator did not start: {log.read_text()}") from None
-            time.sleep(0.1)
+    port = free_port()
+    process = start_server([str(executable), "-H", "127.0.0.1", "-p", str(port)], port,
+                            tmp_path_factory.mktemp("s3") / "moto.log", "S3 emulator")
     emulator = S3Emulator(f"http://127.0.0.1:{port}", "orcasound-test")
     emulator.client().create_bucket(
         Bucket=emulator.bucket, ACL="public-read",

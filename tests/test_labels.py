@@ -13,9 +13,9 @@ def test_tsv_keyed_by_its_first_column_matches_base_name_then_stem(tmp_path):
     table = read_labels(str(path))
     assert (table.key_column, table.columns) == ("wav_filename", ("call_type", "pod"))
     assert table.lookup("gs://bucket/calls/S01-J-1.wav") == ("S01", "J")
-    assert table.lookup("/data/S02-K-1.flac") == ("S02", "K")
-    assert table.lookup("/data/S03.wav") is None
-    assert table.cells("/data/S03.wav") == (("call_type", ""), ("pod", ""))
+    assert table.lookup("recordings/S02-K-1.flac") == ("S02", "K")
+    assert table.lookup("recordings/S03.wav") is None
+    assert table.cells("recordings/S03.wav") == (("call_type", ""), ("pod", ""))
     assert table.as_dict("S01-J-1.wav") == {"call_type": "S01", "pod": "J"}
     assert table.settings()["fingerprint"].startswith("crc32c:")
 

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,15 +19,10 @@ import pytest
 from PIL import Image
 
 from pipelines import extract
+from tests.servers import free_port
 
 pytestmark = pytest.mark.slow
 SCREENSHOT_DIR = Path(os.environ.get("ORCA_BEAM_ARTIFACTS", tempfile.gettempdir())) / "orca-beam"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def get(url: str, timeout: float = 30.0) -> tuple[int, bytes, str]:

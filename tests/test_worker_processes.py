@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from orca_beam.manifest import COMMIT_NAME, current_rows, iter_entries
+from tests.servers import free_port, start_server
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -88,43 +88,23 @@ def test_multi_process_workers_equal_the_in_process_run(reference, standin_dir, 
     assert_same(state(tmp_path / "out"), expected)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _start(command: list[str], port: int, log: Path, env: dict) -> subprocess.Popen:
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                                   env=env)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return process
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError(f"{command[2]} did not start: {log.read_text()}") from None
-            time.sleep(0.2)
-
-
 @pytest.fixture()
 def portable_services(tmp_path):
     """Beam's local job service and an external worker pool, as processes on loopback; the
     venv's bin first on PATH (the pool starts ``python`` from PATH)."""
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}"
                f"{os.environ.get('PATH', '')}", TF_CPP_MIN_LOG_LEVEL="3")
-    job_port, pool_port = _free_port(), _free_port()
+    job_port, pool_port = free_port(), free_port()
     processes = []
     try:
-        processes.append(_start(
+        processes.append(start_server(
             [sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
-             "--port", str(job_port)], job_port, tmp_path / "job_service.log", env))
-        processes.append(_start(
+             "--port", str(job_port)], job_port, tmp_path / "job_service.log",
+            "local_job_service_main", env=env, cwd=REPO, timeout_s=60))
+        processes.append(start_server(
             [sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
-             "--service_port", str(pool_port)], pool_port, tmp_path / "worker_pool.log", env))
+             "--service_port", str(pool_port)], pool_port, tmp_path / "worker_pool.log",
+            "worker_pool_main", env=env, cwd=REPO, timeout_s=60))
         yield job_port, pool_port, env
     finally:
         for process in processes:
