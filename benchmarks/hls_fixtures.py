@@ -12,11 +12,13 @@ from orca_beam.hls import PLAYLIST_NAME
 
 
 def write_hls_folder(samples: np.ndarray, folder: Path, *, date_times: bool = True,
-                     first_pdt: datetime | None = None) -> Path:
+                     first_pdt: datetime | None = None, jump_at_s: float | None = None,
+                     jump_s: float = 0.0) -> Path:
     """Writes ``samples`` [n, channels] (48 kHz) as an HLS folder with FFmpeg's HLS muxer inside
     PyAV (AAC, 10 s segments, live%03d.ts, live.m3u8 listing all). The muxer stamps
     #EXT-X-PROGRAM-DATE-TIME from the clock: the lines are rewritten to ``first_pdt`` plus the
-    segments' #EXTINF, or removed (an older folder)."""
+    segments' #EXTINF, or removed (an older folder). ``jump_at_s`` / ``jump_s``: the audio from
+    that second on is stamped ``jump_s`` later (a timestamp jump: samples lost at the node)."""
     import av
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -29,7 +31,9 @@ def write_hls_folder(samples: np.ndarray, folder: Path, *, date_times: bool = Tr
             frame = av.AudioFrame.from_ndarray(
                 np.ascontiguousarray(samples[start:start + 48000].T), format="fltp",
                 layout=layout)
-            frame.sample_rate, frame.pts = 48000, start
+            late = jump_at_s is not None and start >= jump_at_s * 48000
+            frame.sample_rate = 48000
+            frame.pts = start + (round(jump_s * 48000) if late else 0)
             for packet in stream.encode(frame):
                 out.mux(packet)
         for packet in stream.encode(None):

@@ -323,16 +323,17 @@ def run_pipeline(models: list[str], handles: dict[str, str], inputs: list[str], 
 
 
 def pipeline(model: str, handle: str, inputs: list[str], repeats: int, work: Path,
-             direct_calls: DirectCalls) -> dict:
+             direct_calls: DirectCalls, extra: list[str] = ()) -> dict:
     """(c): audio s/s over the pipeline's wall time (median of ``repeats``), with the model load
     and process wall beside it, peak RSS, and the share of computed patches kept. Each run is
     bracketed by a measurement of (a); ``of_ceiling`` is the median over runs of the run's rate
-    over the mean of its two brackets. The last run's output folder is under ``output``."""
+    over the mean of its two brackets. The last run's output folder is under ``output``.
+    ``extra``: more pipeline flags (e.g. an HLS range)."""
     runs = []
     for repeat in range(repeats):
         output = work / f"out-{model}-{repeat}-{time.monotonic_ns()}"
         ceiling_before = direct_calls.ceiling()
-        summary = run_pipeline([model], {model: handle}, inputs, output)
+        summary = run_pipeline([model], {model: handle}, inputs, output, extra)
         ceiling_after = direct_calls.ceiling()
         counters = summary["counters"]
         computed = counters.get(f"orca_beam.{model}:frames_computed", 0)

@@ -269,7 +269,8 @@ def probe_audio(source: Source, *, name: str | None = None) -> AudioInfo:
         return _info_of(sound)
 
 
-def _mono_block(block: np.ndarray, channel: int | None) -> np.ndarray:
+def mono_block(block: np.ndarray, channel: int | None) -> np.ndarray:
+    """Samples [n, channels] -> float32 [n]: the channels' mean (``channel=None``) or one."""
     if channel is None:
         return block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
     return block[:, channel]
@@ -295,7 +296,7 @@ def _decoded_blocks(sound: sf.SoundFile, label: str, channel: int | None) -> Ite
             raise NonFiniteAudioError(
                 label, f"{bad} non-finite samples (NaN/inf) in frames {got}..{got + len(block)}")
         got += block.shape[0]
-        yield np.ascontiguousarray(_mono_block(block, channel))
+        yield np.ascontiguousarray(mono_block(block, channel))
     if got < declared:
         raise TruncatedAudioError(label, f"header declares {declared} frames, file holds {got}")
 
@@ -347,6 +348,15 @@ def validate_audio(source: Source, *, channel: int | None = None,
     return info
 
 
+def resample_stream(from_hz: int, to_hz: int) -> soxr.ResampleStream | None:
+    """The pipeline's streaming resampler (soxr "HQ", mono float32) from ``from_hz`` to
+    ``to_hz``; None when the rates are equal. Its output is aligned with its input: output sample
+    ``m`` is at input time ``m / to_hz``."""
+    if from_hz == to_hz:
+        return None
+    return soxr.ResampleStream(from_hz, to_hz, 1, dtype="float32", quality=RESAMPLE_QUALITY)
+
+
 def iter_resampled_blocks(source: Source, sample_rates_hz: Sequence[int], *,
                           channel: int | None = None,
                           name: str | None = None) -> Iterator[dict[int, np.ndarray]]:
@@ -362,10 +372,7 @@ def iter_resampled_blocks(source: Source, sample_rates_hz: Sequence[int], *,
     rates = sorted({int(rate) for rate in sample_rates_hz})
     with _open_binary(source) as fileobj, _open_sound(fileobj, label) as sound:
         info = _checked_info(sound, channel, label)
-        streams = {rate: None if rate == info.sample_rate_hz else
-                   soxr.ResampleStream(info.sample_rate_hz, rate, 1, dtype="float32",
-                                       quality=RESAMPLE_QUALITY)
-                   for rate in rates}
+        streams = {rate: resample_stream(info.sample_rate_hz, rate) for rate in rates}
         for block in _decoded_blocks(sound, label, channel):
             yield {rate: block if stream is None else stream.resample_chunk(block)
                    for rate, stream in streams.items()}

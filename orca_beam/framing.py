@@ -88,6 +88,46 @@ class Piece:
     file_samples: int | None = None
     is_last: bool = False
     tag: object = None
+    #: where the piece's rows belong and when they were recorded (None: plain file, no clock)
+    place: Place | None = None
+
+
+@dataclass(frozen=True)
+class Owner:
+    """A source that owns the frames from ``first_frame`` on (until the next owner's): the file
+    or segment ``source``; ``start_s``: its first sample in the stream's seconds; ``start_utc_s``:
+    the UTC time of that sample (seconds since the epoch; None when unknown); ``time_source``:
+    how that time was obtained (``program_date_time``, ``folder_plus_durations``, ``file_name``
+    or ``none``)."""
+
+    first_frame: int
+    source: str
+    start_s: float
+    start_utc_s: float | None
+    time_source: str
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a piece's rows belong: the ``stream`` (an HLS folder; None for a file) and the
+    owners of its frames, in frame order (a stream window belongs to the segment its last sample
+    is in)."""
+
+    stream: str | None
+    owners: tuple[Owner, ...]
+
+    def row_owners(self, first_frame: int, count: int) -> list[Owner]:
+        """The owner of each of frames ``first_frame .. first_frame + count - 1``."""
+        starts = [owner.first_frame for owner in self.owners]
+        index = np.searchsorted(starts, np.arange(first_frame, first_frame + count), "right") - 1
+        return [self.owners[max(0, int(i))] for i in index]
+
+    def row_times_utc_s(self, first_frame: int, start_s: np.ndarray) -> np.ndarray:
+        """UTC start (seconds since the epoch; NaN when unknown) of each row whose stream start
+        is ``start_s``: its owner's UTC time plus the offset from the owner's first sample."""
+        owners = self.row_owners(first_frame, len(start_s))
+        return np.array([np.nan if o.start_utc_s is None else o.start_utc_s + (s - o.start_s)
+                         for o, s in zip(owners, start_s, strict=True)], np.float64)
 
 
 def default_chunk_frames(spec: ModelSpec, chunk_s: float) -> int:
@@ -174,3 +214,103 @@ class Chunker:
     def total_samples(self) -> int:
         """Samples pushed so far (the file's length once the stream has ended)."""
         return self._total
+
+
+class RunChunker:
+    """Cuts one contiguous run of a stream (one model rate) into Pieces of *full* windows on
+    the stream's own grid: frame ``i`` covers grid samples ``[i * hop, i * hop + window)``
+    counted from the stream's sample 0, whichever sample the run starts at.
+
+    ``origin``: grid index of the first sample pushed. ``valid_from``: no frame starts before
+    this sample (the audio before it only settles the decoder, resampler and PCEN). Frames are
+    emitted only once *owned*: their last sample ``i * hop + window - 1`` lies in
+    ``[owned_from, owned_to)`` (set with :meth:`own`; a span of an HLS folder owns the frames
+    that end in its segments). No window is zero-padded: at the end of a run (a gap, or the end
+    of the audio so far) the partial hop is left out. Memory holds at most one piece of samples
+    plus one block (and the look-behind before ownership starts).
+    """
+
+    def __init__(self, spec: ModelSpec, source: str, *, channel: int, chunk_frames: int,
+                 origin: int, valid_from: int, warmup_units: int | None = None):
+        if chunk_frames < 1:
+            raise ValueError("chunk_frames must be >= 1")
+        self.spec = spec
+        self.source = source
+        self.channel = channel
+        self.chunk_frames = chunk_frames
+        if warmup_units is None:
+            warmup_units = HUMPBACK_WARMUP_UNITS if spec.front_end.compression == "pcen" else 0
+        self.warmup_units = warmup_units
+        self.origin = origin
+        self._next_frame = -(-max(valid_from, origin) // spec.hop_samples)
+        self.owned_from: int | None = None
+        self.owned_to: int | None = None
+        self._buffer = np.zeros(0, np.float32)
+        self._buffer_start = origin
+        self._end = origin  # grid index one past the last sample pushed
+
+    def own(self, owned_from: int | None = None, owned_to: int | None = None) -> None:
+        """Sets the bounds (grid samples) of the frame ends this chunker emits."""
+        if owned_from is not None:
+            self.owned_from = owned_from
+            first = -(-(owned_from - self.spec.window_samples + 1) // self.spec.hop_samples)
+            self._next_frame = max(self._next_frame, first)
+        if owned_to is not None:
+            self.owned_to = owned_to
+
+    @property
+    def end_sample(self) -> int:
+        """Grid index one past the last sample pushed."""
+        return self._end
+
+    def _last_sample(self, frame: int) -> int:
+        return frame * self.spec.hop_samples + self.spec.window_samples - 1
+
+    def _ready(self) -> int:
+        """Frames from ``_next_frame`` on that are owned and complete."""
+        if self.owned_from is None:
+            return 0
+        limit = self._end if self.owned_to is None else min(self._end, self.owned_to)
+        last = (limit - self.spec.window_samples) // self.spec.hop_samples  # last frame ending < limit
+        return max(0, last - self._next_frame + 1)
+
+    def _piece(self, count: int) -> Piece:
+        spec = self.spec
+        first_unit = self._next_frame * spec.hop_units
+        warm = min(self.warmup_units,
+                   (first_unit * spec.unit_hop_samples - self._buffer_start) // spec.unit_hop_samples)
+        start = (first_unit - warm) * spec.unit_hop_samples
+        stop = self._last_sample(self._next_frame + count - 1) + 1
+        samples = self._buffer[start - self._buffer_start: stop - self._buffer_start].copy()
+        piece = Piece(self.source, spec.name, self.channel, self._next_frame, count, start, warm,
+                      samples)
+        self._next_frame += count
+        return piece
+
+    def _trim(self) -> None:
+        if self.owned_from is None:
+            keep_from = self._end - self.spec.window_samples - (
+                self.warmup_units * self.spec.unit_hop_samples)
+        else:
+            keep_from = (self._next_frame * self.spec.hop_units - self.warmup_units) \
+                * self.spec.unit_hop_samples
+        cut = min(max(0, keep_from - self._buffer_start), len(self._buffer))
+        if cut:
+            self._buffer = self._buffer[cut:]
+            self._buffer_start += cut
+
+    def push(self, block: np.ndarray) -> Iterator[Piece]:
+        """Adds the run's next samples; yields every full piece of owned frames now complete."""
+        if len(block):
+            self._buffer = np.concatenate([self._buffer, np.asarray(block, np.float32)])
+            self._end += len(block)
+        while self._ready() >= self.chunk_frames:
+            yield self._piece(self.chunk_frames)
+        self._trim()
+
+    def finish(self) -> Iterator[Piece]:
+        """Yields the owned frames that are complete but not yet emitted (the run has ended)."""
+        count = self._ready()
+        if count:
+            yield self._piece(count)
+        self._buffer = np.zeros(0, np.float32)

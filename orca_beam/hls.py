@@ -27,6 +27,42 @@ PROGRAM_DATE_TIME = "program_date_time"
 FOLDER_PLUS_DURATIONS = "folder_plus_durations"
 #: A jump between consecutive AAC packets' timestamps beyond this (seconds) is a gap.
 PTS_GAP_TOLERANCE_S = 0.005
+#: MPEG-TS timestamps are 33-bit counts of a 90 kHz clock: they wrap every 26.5 hours.
+PTS_WRAP_S = 2 ** 33 / 90_000
+
+
+def pts_difference_s(later_s: float, earlier_s: float) -> float:
+    """``later_s - earlier_s`` for MPEG-TS times, across at most one wrap of the 33-bit clock
+    (the result lies in [-PTS_WRAP_S / 2, PTS_WRAP_S / 2))."""
+    return (later_s - earlier_s + PTS_WRAP_S / 2) % PTS_WRAP_S - PTS_WRAP_S / 2
+
+
+def unwrap_offset_s(difference_s: float, estimate_s: float | None) -> float:
+    """A stream offset from a (wrapped) MPEG-TS difference: ``difference_s`` plus the whole
+    number of wraps that brings it closest to ``estimate_s`` (the playlist's durations; a
+    folder can run past 26.5 hours). Without an estimate, the offset in [0, PTS_WRAP_S)."""
+    base = difference_s % PTS_WRAP_S
+    if estimate_s is None:
+        return base
+    return base + round((estimate_s - base) / PTS_WRAP_S) * PTS_WRAP_S
+
+
+def first_pts_s(data: bytes) -> float | None:
+    """The MPEG-TS time (s) of the first audio packet in ``data`` (a segment, or its first
+    bytes), without decoding; None when there is none."""
+    import av
+
+    try:
+        with av.open(io.BytesIO(data), format="mpegts") as container:
+            if not container.streams.audio:
+                return None
+            stream = container.streams.audio[0]
+            for packet in container.demux(stream):
+                if packet.pts is not None and packet.size:
+                    return float(packet.pts * stream.time_base)
+    except (av.error.FFmpegError, ValueError):
+        return None
+    return None
 
 _SEGMENT = re.compile(r"live(\d+)\.ts")
 
@@ -151,42 +187,52 @@ class Unreadable:
 def decode_segments(items: Iterable[tuple[Segment, bytes]]) -> Iterator[Decoded | Unreadable]:
     """Decodes consecutive segments of one folder as one stream: their AAC packets go through one
     decoder, so each segment's audio continues the previous one's exactly (a fresh decoder per
-    segment would lose the overlap of the first frame). The packets' timestamps are checked:
-    a jump since the previous packet's end is reported as ``gap_before_s``, and the decoder is
-    reset there. An unreadable segment is reported and also resets the decoder."""
+    segment would lose the overlap of the first frame). Every packet's timestamp is checked: a
+    jump since the previous packet's end is reported as ``gap_before_s`` and the decoder is reset
+    there. A jump inside a segment splits it: one Decoded per continuous piece, in order (the
+    same ``segment``). An unreadable segment is reported and also resets the decoder."""
     import av
 
     decoder = None
     expected_pts = None
     for segment, data in items:
+        pieces: list[Decoded] = []
         try:
             with av.open(io.BytesIO(data), format="mpegts") as container:
                 if not container.streams.audio:
                     raise ValueError("no audio stream")
                 stream = container.streams.audio[0]
                 base = float(stream.time_base)
+                rate = stream.codec_context.sample_rate
+                codec, extradata = stream.codec_context.name, stream.codec_context.extradata
                 if decoder is None:
-                    decoder = av.CodecContext.create(stream.codec_context.name, "r")
-                    decoder.extradata = stream.codec_context.extradata
-                blocks, first_pts, gap = [], None, None
+                    decoder = av.CodecContext.create(codec, "r")
+                    decoder.extradata = extradata
+                blocks: list[np.ndarray] = []
+                first_pts, gap = None, None
                 for packet in container.demux(stream):
                     if packet.pts is None or packet.size == 0:
                         continue
                     pts_s = packet.pts * base
-                    if first_pts is None:
-                        first_pts = pts_s
-                        if expected_pts is not None:
-                            gap = pts_s - expected_pts
-                            if abs(gap) > PTS_GAP_TOLERANCE_S:
-                                decoder = av.CodecContext.create(stream.codec_context.name, "r")
-                            else:
-                                gap = 0.0
+                    jump = None if expected_pts is None else pts_difference_s(pts_s, expected_pts)
+                    if jump is not None and abs(jump) > PTS_GAP_TOLERANCE_S:
+                        if first_pts is not None:
+                            pieces.append(Decoded(segment, _joined(blocks), rate, first_pts, gap))
+                            blocks = []
+                        first_pts, gap = pts_s, jump
+                        decoder = av.CodecContext.create(codec, "r")
+                        decoder.extradata = extradata
+                    elif first_pts is None:
+                        first_pts, gap = pts_s, None if jump is None else 0.0
                     expected_pts = pts_s + (packet.duration or 0) * base
                     blocks.extend(frame_samples(frame) for frame in decoder.decode(packet))
-                rate = stream.codec_context.sample_rate
+                pieces.append(Decoded(segment, _joined(blocks), rate, first_pts, gap))
         except (av.error.FFmpegError, ValueError) as exc:
             decoder, expected_pts = None, None
             yield Unreadable(segment, f"{type(exc).__name__}: {exc}")
             continue
-        samples = np.concatenate(blocks) if blocks else np.zeros((0, 1), np.float32)
-        yield Decoded(segment, samples, rate, first_pts, gap)
+        yield from pieces
+
+
+def _joined(blocks: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(blocks) if blocks else np.zeros((0, 1), np.float32)

@@ -138,10 +138,12 @@ def carried_tag(model: str) -> str:
 
 
 class _PlanFn(beam.DoFn):
-    def __init__(self, models: Sequence[str], force: bool, verify_content: bool):
+    def __init__(self, models: Sequence[str], force: bool, verify_content: bool,
+                 keep_unmatched: bool = False):
         self.models = list(models)
         self.force = force
         self.verify_content = verify_content
+        self.keep_unmatched = keep_unmatched
         self.checked = beam.metrics.Metrics.counter(NAMESPACE, "files_content_checked")
 
     def process(self, keyed):
@@ -151,7 +153,10 @@ class _PlanFn(beam.DoFn):
                    for model in self.models}
         if not files:
             for model, entry in entries.items():
-                if entry is not None:
+                if entry is not None and self.keep_unmatched:
+                    yield beam.pvalue.TaggedOutput(PLAN_TAG, (model, "unchanged"))
+                    yield beam.pvalue.TaggedOutput(carried_tag(model), entry)
+                elif entry is not None:
                     yield beam.pvalue.TaggedOutput(PLAN_TAG, (model, "deleted"))
                     yield beam.pvalue.TaggedOutput(DELETED_TAG, (model, source))
             return
@@ -193,14 +198,17 @@ class PlanSources(beam.PTransform):
     ``compared`` brought up to date), ``plan`` ((model, kind) per source and model, kinds as in ``PLAN_KINDS``) and
     ``deleted`` ((model, source) of every entry whose file is no longer matched). A local file's
     content is read here only when its size or modification time differ (or
-    ``verify_content``); a gs:// object's CRC32C is read from its metadata."""
+    ``verify_content``); a gs:// object's CRC32C is read from its metadata. ``keep_unmatched``
+    (HLS ranges: a run over ``--start/--end`` lists only that range): entries whose source is
+    not matched are carried as unchanged instead of deleted."""
 
     def __init__(self, models: Sequence[str], *, force: bool = False,
-                 verify_content: bool = False):
+                 verify_content: bool = False, keep_unmatched: bool = False):
         super().__init__()
         self.models = list(models)
         self.force = force
         self.verify_content = verify_content
+        self.keep_unmatched = keep_unmatched
 
     def expand(self, inputs):
         # what waits in the join is a plain tuple (no field names, no repeated path): the
@@ -211,7 +219,8 @@ class PlanSources(beam.PTransform):
             keyed[model] = inputs[model] | f"KeyEntries_{model}" >> beam.Map(
                 lambda e: (e["source"], entry_values(e)))
         return (keyed | "JoinBySource" >> beam.CoGroupByKey()
-                | "Decide" >> beam.ParDo(_PlanFn(self.models, self.force, self.verify_content))
+                | "Decide" >> beam.ParDo(_PlanFn(self.models, self.force, self.verify_content,
+                                                self.keep_unmatched))
                 .with_outputs(*map(carried_tag, self.models), PLAN_TAG, DELETED_TAG,
                               main=WORK_TAG))
 

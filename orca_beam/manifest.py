@@ -43,7 +43,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from orca_beam.models.loading import ModelVersion
 from orca_beam.models.registry import ModelSpec
-from orca_beam.records import EMBEDDED, TOO_SHORT
+from orca_beam.records import EMBEDDED, EMPTY, NOT_IN_PLAYLIST, TOO_SHORT
 
 LOG = logging.getLogger(__name__)
 #: The single-document manifest of versions written before the sharded form (read, never written).
@@ -53,10 +53,10 @@ ENTRIES_DIR = "_manifest"
 VERSION_NAME = "_version.json"
 MANIFEST_FORMAT = 2
 #: Bump when the row schema or the framing code changes what a version's rows hold.
-ROW_FORMAT = 1
+ROW_FORMAT = 2
 #: Outcomes that are final: a re-run skips an unchanged source only if its outcome was one of these
 #: (failed sources are tried again).
-FINAL_STATUSES = (EMBEDDED, TOO_SHORT)
+FINAL_STATUSES = (EMBEDDED, TOO_SHORT, NOT_IN_PLAYLIST, EMPTY)
 PLAN_KINDS = ("new", "changed", "retry", "unchanged", "deleted")
 #: How a source was found unchanged or not (the manifest's ``compared`` column).
 COMPARED_NEW = "new"  # no previous entry

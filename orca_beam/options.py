@@ -100,6 +100,27 @@ class ExtractOptions(PipelineOptions):
             help="Output directory (local, gs:// or s3://): <output>/<model>/<version>/"
                  "rows-*.parquet, outcomes/, errors/, summary.json.")
         group.add_argument(
+            "--start", default=None,
+            help="HLS: each --input is a node's hls/ folder (local, gs:// or s3://, e.g. "
+                 "s3://audio-orcasound-net/rpi_orcasound_lab/hls/); embed the segments whose "
+                 "audio overlaps [--start, --end). ISO 8601 with a zone: 2024-10-01T00:00:00Z "
+                 "or 2024-10-01T00:00:00-07:00.")
+        group.add_argument("--end", default=None, help="HLS: end of the range (see --start).")
+        group.add_argument(
+            "--span_s", type=float, default=1800.0,
+            help="HLS: seconds of a folder's stream decoded by one worker step (work is spread "
+                 "by time ranges of a folder; rows do not depend on it). Default 1800.")
+        group.add_argument(
+            "--file_time_format", default=None,
+            help="Files whose names start with their recording time: its strptime format, "
+                 "e.g. '%%Y-%%m-%%d_%%H-%%M-%%S' for Orcasound's FLAC archive. Rows then carry "
+                 "start_utc (time_source file_name); a name that does not match fails the file.")
+        group.add_argument(
+            "--file_time_zone", default="UTC",
+            help="Zone of the --file_time_format times when the name has no offset: an IANA "
+                 "name such as America/Los_Angeles (archives written in local time). Default "
+                 "UTC. The machine's zone is never used.")
+        group.add_argument(
             "--s3_anonymous", action="store_true",
             help="Send unsigned s3:// requests even where AWS credentials are found (public "
                  "buckets). Without credentials they are unsigned anyway. Credentials, endpoint "
@@ -187,6 +208,32 @@ class ExtractOptions(PipelineOptions):
         """The --input values, in order, duplicates removed."""
         return list(dict.fromkeys(p for p in self.input or [] if p.strip()))
 
+    def hls_range(self):
+        """(start, end) as aware UTC datetimes when --start/--end are given (HLS input), else
+        None."""
+        if not self.start and not self.end:
+            return None
+        from orca_beam.hls import parse_datetime
+
+        if not (self.start and self.end):
+            raise ValueError("HLS input needs both --start and --end")
+        try:
+            start, end = parse_datetime(self.start), parse_datetime(self.end)
+        except ValueError as exc:
+            raise ValueError(f"--start/--end: {exc}") from None
+        if end <= start:
+            raise ValueError(f"--end {self.end} is not after --start {self.start}")
+        return start, end
+
+    def file_time(self) -> tuple[str, str] | None:
+        """(--file_time_format, --file_time_zone), or None without a format."""
+        if not self.file_time_format:
+            return None
+        from orca_beam.file_times import time_zone
+
+        time_zone(self.file_time_zone)
+        return self.file_time_format, self.file_time_zone
+
     def model_specs(self) -> list[ModelSpec]:
         """Registry records of the chosen models (hop options applied), in a stable order."""
         names = self.model or ["vggish", "yamnet", "humpback"]
@@ -225,7 +272,16 @@ class ExtractOptions(PipelineOptions):
                                  "folder the annotation file names are relative to")
             if self.negatives < 0 or self.negative_s <= 0:
                 raise ValueError("--negatives must be >= 0 and --negative_s > 0")
-        elif self.projector_point == "segment":
+        if self.hls_range() is not None:
+            if self.annotations:
+                raise ValueError("--start/--end (HLS input) and --annotations cannot be combined")
+            if self.file_time_format:
+                raise ValueError("--file_time_format applies to files; HLS folders carry their "
+                                 "own times")
+            if self.span_s <= 0:
+                raise ValueError("--span_s must be > 0")
+        self.file_time()
+        if not self.annotations and self.projector_point == "segment":
             raise ValueError("--projector_point segment needs --annotations (segments mode)")
         self.model_specs()
         self.model_handles()

@@ -5,10 +5,20 @@ Embedding rows (``<output>/<model>/<version>/rows-<run>-SSSSS-of-NNNNN.parquet``
 =============== ===================================== ===============================================
 column          type                                  meaning
 =============== ===================================== ===============================================
-source          string                                the input file's path as matched (local/gs://)
+source          string                                the input file's path as matched; in an HLS
+                                                      stream, the segment the window's last sample
+                                                      is in (its owner: one outcome per segment)
 channel         int32                                 channel used; -1 = all channels mixed to mono
 start_s         float64                               window start in seconds from the file start
+                                                      (HLS: from the start of the folder's stream)
 end_s           float64                               window end (real span), clipped to the file
+stream          string                                HLS: the folder (``.../hls/<unix s>/``); null
+                                                      for a file
+start_utc       timestamp[us, UTC]                    the window's start in UTC; null when unknown
+time_source     string                                how start_utc was obtained:
+                                                      ``program_date_time``,
+                                                      ``folder_plus_durations``, ``file_name`` or
+                                                      ``none`` (see README, "Absolute time")
 model           string                                vggish / yamnet / humpback
 model_version   string                                ``<handle>@sha256:<16 hex>[+standin]``
 standin         bool                                  True: stand-in model, the vector is NOT real
@@ -16,11 +26,18 @@ embedding       fixed_size_list<float32>[dim]         the embedding (128 / 1024 
 thumbnail       fixed_size_binary[1024]               32x32 uint8 image of the patch the model saw
 =============== ===================================== ===============================================
 
-Outcome rows (``<output>/outcomes/outcomes-*.jsonl``), one per (input file, model): ``source``,
-``model``, ``status`` (``embedded`` | ``too_short`` | ``failed``), ``embeddings`` (rows written),
+Outcome rows (``<output>/outcomes/outcomes-*.jsonl``), one per (input file or HLS segment, model):
+``source``, ``model``, ``status`` (``embedded`` | ``too_short`` | ``failed``; segments:
+``embedded`` | ``not_in_playlist`` (read and embedded, but not listed) | ``unreadable`` |
+``empty`` | ``failed``), ``embeddings`` (rows written),
 ``duration_s``, ``sample_rate_hz`` (native), ``channels``, ``error_class``, ``error`` (message),
-``size_bytes``, ``fingerprint`` and ``labels`` (with ``--label_table``: the source's label
-columns; null where the table has no row for it, and without a table). Failed ones are also in ``<output>/errors/errors-*.jsonl``.
+``size_bytes``, ``fingerprint``, ``stream``, ``start_utc`` (ISO 8601, UTC), ``time_source`` and
+``labels`` (with ``--label_table``: the source's label
+columns; null where the table has no row for it, and without a table). Failed ones are also in
+``<output>/errors/errors-*.jsonl``. Each gap in an HLS stream is one more outcome row, status
+``gap``, model ``""``: ``stream``, ``start_utc`` and ``duration_s`` of the gap, and its cause in
+``error`` (a segment missing from the folder, or a jump in the MPEG-TS timestamps); ``source`` is
+the missing segment, or the segment the audio resumes in.
 """
 
 from __future__ import annotations
@@ -36,6 +53,14 @@ EMBEDDED = "embedded"
 TOO_SHORT = "too_short"
 FAILED = "failed"
 STATUSES = (EMBEDDED, TOO_SHORT, FAILED)
+#: HLS segments' statuses (besides embedded and failed), and the status of a gap row.
+NOT_IN_PLAYLIST = "not_in_playlist"
+UNREADABLE = "unreadable"
+EMPTY = "empty"
+GAP = "gap"
+SEGMENT_STATUSES = (EMBEDDED, NOT_IN_PLAYLIST, UNREADABLE, EMPTY, FAILED)
+#: ``time_source`` of rows without a clock.
+NO_TIME = "none"
 
 
 def embedding_schema(dim: int) -> pa.Schema:
@@ -45,6 +70,9 @@ def embedding_schema(dim: int) -> pa.Schema:
         ("channel", pa.int32()),
         ("start_s", pa.float64()),
         ("end_s", pa.float64()),
+        ("stream", pa.string()),
+        ("start_utc", pa.timestamp("us", tz="UTC")),
+        ("time_source", pa.string()),
         ("model", pa.string()),
         ("model_version", pa.string()),
         ("standin", pa.bool_()),
@@ -53,18 +81,31 @@ def embedding_schema(dim: int) -> pa.Schema:
     ])
 
 
-def embedding_table(*, source: str, channel: int, start_s: np.ndarray, end_s: np.ndarray,
-                    model: str, model_version: str, standin: bool,
-                    embeddings: np.ndarray, thumbnails: np.ndarray) -> pa.Table:
+def embedding_table(*, source: str | list[str], channel: int, start_s: np.ndarray,
+                    end_s: np.ndarray, model: str, model_version: str, standin: bool,
+                    embeddings: np.ndarray, thumbnails: np.ndarray, stream: str | None = None,
+                    start_utc_s: np.ndarray | None = None,
+                    time_source: str | list[str] = NO_TIME) -> pa.Table:
     """A table of ``len(embeddings)`` rows in :func:`embedding_schema` (embeddings [k, dim],
-    thumbnails [k, 32, 32] uint8)."""
+    thumbnails [k, 32, 32] uint8). ``source`` and ``time_source``: one value, or one per row;
+    ``start_utc_s``: UTC seconds since the epoch per row (NaN or None: unknown)."""
     count, dim = embeddings.shape
     flat = pa.array(np.ascontiguousarray(embeddings, np.float32).reshape(-1), pa.float32())
+    if start_utc_s is None:
+        utc = pa.nulls(count, pa.timestamp("us", tz="UTC"))
+    else:
+        seconds = np.asarray(start_utc_s, np.float64)
+        micros = np.round(np.nan_to_num(seconds) * 1e6).astype(np.int64)
+        utc = pa.array(micros, pa.timestamp("us", tz="UTC"), mask=np.isnan(seconds))
     return pa.Table.from_arrays([
-        pa.array([source] * count, pa.string()),
+        pa.array([source] * count if isinstance(source, str) else source, pa.string()),
         pa.array(np.full(count, channel, np.int32)),
         pa.array(np.asarray(start_s, np.float64)),
         pa.array(np.asarray(end_s, np.float64)),
+        pa.array([stream] * count, pa.string()),
+        utc,
+        pa.array([time_source] * count if isinstance(time_source, str) else time_source,
+                 pa.string()),
         pa.array([model] * count, pa.string()),
         pa.array([model_version] * count, pa.string()),
         pa.array(np.full(count, standin, bool)),
@@ -89,6 +130,12 @@ class FileRecord:
     fingerprint: str = ""
     #: the models this run embeds the file with (the others were unchanged and skipped)
     models: tuple[str, ...] = ()
+    #: HLS segments: the folder, the segment's UTC start (ISO 8601) and its time source, and
+    #: whether the playlist lists it ("" stream: a plain file)
+    stream: str = ""
+    start_utc: str | None = None
+    time_source: str = NO_TIME
+    in_playlist: bool = True
 
 
 @dataclass(frozen=True)
@@ -133,6 +180,10 @@ class Outcome:
     fingerprint: str = ""
     #: with --label_table: the source's label columns, or None where the label file has no row
     labels: dict | None = None
+    #: HLS segments and gaps: the folder; the segment's (gap's) UTC start, ISO 8601
+    stream: str | None = None
+    start_utc: str | None = None
+    time_source: str = NO_TIME
 
     def to_dict(self) -> dict:
         """Plain dict for JSON."""

@@ -117,3 +117,17 @@ class SharedS3Client(_BEAM_CLIENT):
 def install() -> None:
     """Makes Beam's S3 filesystem use :class:`SharedS3Client` in this process (idempotent)."""
     boto3_client.Client = SharedS3Client
+
+
+def list_prefixes(root: str, options=None) -> list[str]:
+    """The "folders" directly under ``root`` (``s3://bucket/prefix/``), as ``s3://`` paths
+    ending in ``/``: a delimiter listing, one request per 1,000 folders whatever their content.
+    ``options``: pipeline options (credentials, endpoint, region; see :func:`s3_settings`)."""
+    bucket, _, prefix = root[len("s3://"):].partition("/")
+    prefix = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
+    client = shared_client(s3_settings(options))
+    found = []
+    for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix, Delimiter="/"):
+        found += [f"s3://{bucket}/{item['Prefix']}" for item in page.get("CommonPrefixes", [])]
+    return found

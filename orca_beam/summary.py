@@ -7,7 +7,16 @@ from collections import Counter
 
 from apache_beam.io.filesystems import FileSystems
 
-from orca_beam.records import EMBEDDED, FAILED, STATUSES, TOO_SHORT
+from orca_beam.records import (
+    EMBEDDED,
+    EMPTY,
+    FAILED,
+    GAP,
+    NOT_IN_PLAYLIST,
+    STATUSES,
+    TOO_SHORT,
+    UNREADABLE,
+)
 
 
 def read_jsonl(pattern: str) -> list[dict]:
@@ -25,8 +34,11 @@ def summarise(outcomes: list[dict], models: list[str], wall_s: float, *,
     embeddings per model, seconds of audio, wall time (s) and audio seconds per wall second;
     with ``labelled`` (--label_table given), how many files have a label row and the first
     ones without."""
+    gaps = [o for o in outcomes if o["status"] == GAP]
+    outcomes = [o for o in outcomes if o["status"] != GAP]
     sources = {o["source"] for o in outcomes}
     durations = {o["source"]: o["duration_s"] for o in outcomes if o["duration_s"] is not None}
+    streams = sorted({o["stream"] for o in outcomes + gaps if o.get("stream")})
     audio_s = float(sum(durations.values()))
     per_model = {}
     for model in models:
@@ -35,9 +47,21 @@ def summarise(outcomes: list[dict], models: list[str], wall_s: float, *,
         per_model[model] = {
             "files": len(rows),
             **{s: status.get(s, 0) for s in STATUSES},
-            "embeddings": sum(o["embeddings"] for o in rows if o["status"] == EMBEDDED),
+            "embeddings": sum(o["embeddings"] for o in rows if o["status"] in (
+                EMBEDDED, NOT_IN_PLAYLIST)),
         }
-    failed_files = sorted({o["source"] for o in outcomes if o["status"] == FAILED})
+        if streams:
+            per_model[model].update({s: status.get(s, 0)
+                                     for s in (NOT_IN_PLAYLIST, UNREADABLE, EMPTY)})
+    stream_counts = {}
+    if streams:
+        stream_counts = {"streams": {
+            "folders": len(streams), "gaps": len(gaps),
+            "gap_s": round(sum(g["duration_s"] or 0.0 for g in gaps), 3),
+            "gap_list": [{"source": g["source"], "start_utc": g["start_utc"],
+                          "duration_s": g["duration_s"], "cause": g["error"]}
+                         for g in gaps[:MAX_PRINTED]]}}
+    failed_files = sorted({o["source"] for o in outcomes if o["status"] in (FAILED, UNREADABLE)})
     label_counts = {}
     if labelled:
         without = sorted({o["source"] for o in outcomes if o.get("labels") is None})
@@ -53,8 +77,9 @@ def summarise(outcomes: list[dict], models: list[str], wall_s: float, *,
         "audio_s_per_wall_s": round(audio_s / wall_s, 2) if wall_s > 0 else None,
         "models": per_model,
         "failed": [{"source": o["source"], "model": o["model"], "error_class": o["error_class"],
-                    "error": o["error"]} for o in outcomes if o["status"] == FAILED],
+                    "error": o["error"]} for o in outcomes if o["status"] in (FAILED, UNREADABLE)],
         **label_counts,
+        **stream_counts,
     }
 
 
@@ -74,8 +99,14 @@ def format_summary(summary: dict) -> str:
              f"failed {summary['files_failed']}; {summary['audio_s']:.1f} s of audio in "
              f"{summary['wall_s']:.1f} s wall ({summary['audio_s_per_wall_s']} audio s/s)"]
     for model, counts in summary["models"].items():
+        stream = "".join(f", {name.replace('_', ' ')} {counts[name]}"
+                         for name in (NOT_IN_PLAYLIST, UNREADABLE, EMPTY) if name in counts)
         lines.append(f"  {model}: embedded {counts[EMBEDDED]}, too short {counts[TOO_SHORT]}, "
-                     f"failed {counts[FAILED]}; {counts['embeddings']} embeddings")
+                     f"failed {counts[FAILED]}{stream}; {counts['embeddings']} embeddings")
+    if "streams" in summary:
+        streams = summary["streams"]
+        lines.append(f"  HLS: {streams['folders']} folders, {streams['gaps']} gaps "
+                     f"({streams['gap_s']:.1f} s; listed in outcomes/ as status gap)")
     if "labels" in summary:
         labels = summary["labels"]
         lines.append(f"  labels: {labels['sources_labelled']} files labelled, "

@@ -15,6 +15,7 @@ import json
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 import apache_beam as beam
@@ -25,14 +26,26 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from orca_beam.audio import DECODE_BLOCK_S, AudioError, iter_resampled_blocks, validate_audio
-from orca_beam.framing import Chunker, Piece, default_chunk_frames, frame_times_s, num_frames
+from orca_beam.file_times import FILE_NAME, FileTimeError, file_start_utc
+from orca_beam.framing import (
+    Chunker,
+    Owner,
+    Piece,
+    Place,
+    default_chunk_frames,
+    frame_times_s,
+    num_frames,
+)
 from orca_beam.inference import OrcaModelHandler
 from orca_beam.models.registry import ModelSpec
 from orca_beam.prefetch import prefetched
 from orca_beam.records import (
     EMBEDDED,
+    EMPTY,
     FAILED,
+    NOT_IN_PLAYLIST,
     TOO_SHORT,
+    UNREADABLE,
     Failure,
     FileRecord,
     Outcome,
@@ -96,10 +109,12 @@ class Progress:
 
 
 class _DecodeAndFrameFn(beam.DoFn):
-    def __init__(self, specs: Sequence[ModelSpec], chunk_s: float, channel: int | None):
+    def __init__(self, specs: Sequence[ModelSpec], chunk_s: float, channel: int | None,
+                 file_time: tuple[str, str] | None = None):
         self.all_specs = list(specs)
         self.chunk_s = chunk_s
         self.channel = channel
+        self.file_time = file_time
         self.files = Metrics.counter(NAMESPACE, "files_decoded")
         self.failed = Metrics.counter(NAMESPACE, "files_failed_decoding")
         self.audio_ms = Metrics.counter(NAMESPACE, "audio_ms_decoded")
@@ -134,6 +149,11 @@ class _DecodeAndFrameFn(beam.DoFn):
             else:
                 def open_source():
                     return FileSystems.open(path)
+            place, clock = None, {}
+            if self.file_time:
+                started = file_start_utc(path, *self.file_time)
+                place = Place(None, (Owner(0, path, 0.0, started.timestamp(), FILE_NAME),))
+                clock = dict(start_utc=started.isoformat(), time_source=FILE_NAME)
             info = validate_audio(open_source(), channel=self.channel, name=path)
             chunkers = {spec.name: Chunker(
                 spec, path, channel=-1 if self.channel is None else self.channel,
@@ -149,12 +169,14 @@ class _DecodeAndFrameFn(beam.DoFn):
                 Progress.add(audio_s=len(blocks[first_rate]) / first_rate)
                 for spec in specs:
                     for piece in chunkers[spec.name].push(blocks[spec.sample_rate_hz]):
+                        piece.place = place
                         yield beam.pvalue.TaggedOutput(spec.name, piece)
             for spec in specs:
                 for piece in chunkers[spec.name].finish():
+                    piece.place = place
                     yield beam.pvalue.TaggedOutput(spec.name, piece)
         except Exception as exc:  # noqa: BLE001 - one bad file never stops the run: a Failure row
-            if not isinstance(exc, AudioError):
+            if not isinstance(exc, AudioError | FileTimeError):
                 LOG.exception("unexpected error decoding %s", path)
             self.failed.inc()
             Progress.add(failed=1)
@@ -171,7 +193,7 @@ class _DecodeAndFrameFn(beam.DoFn):
         Progress.add(files=1)
         yield beam.pvalue.TaggedOutput(FILES_TAG, FileRecord(
             path, info.duration_s, info.sample_rate_hz, info.channels,
-            -1 if self.channel is None else self.channel, expected, **record))
+            -1 if self.channel is None else self.channel, expected, **record, **clock))
 
 
 class DecodeAndFrame(beam.PTransform):
@@ -180,21 +202,25 @@ class DecodeAndFrame(beam.PTransform):
     name, ``files`` (FileRecord per file), ``failures`` (Failure per file that could not be
     decoded) and ``sources`` (SourceState per file: size, fingerprint, mtime, models).
 
-    Each file is read once (files over ``IN_MEMORY_MAX_BYTES`` are streamed), fingerprinted
+    ``file_time``: (``strptime`` format, zone) of the recording time in the file names
+    (``--file_time_format`` / ``--file_time_zone``): rows then carry ``start_utc``; a name that
+    does not match fails the file (FileTimeError). Each file is read once (files over
+    ``IN_MEMORY_MAX_BYTES`` are streamed), fingerprinted
     from those bytes when the plan did not already, decoded once and resampled once per
     distinct model rate, in bounded blocks.
     """
 
     def __init__(self, specs: Sequence[ModelSpec], *, chunk_s: float = 60.0,
-                 channel: int | None = None):
+                 channel: int | None = None, file_time: tuple[str, str] | None = None):
         super().__init__()
         self.specs = list(specs)
         self.chunk_s = chunk_s
         self.channel = channel
+        self.file_time = file_time
 
     def expand(self, files):
         return files | "DecodeResampleCut" >> beam.ParDo(
-            _DecodeAndFrameFn(self.specs, self.chunk_s, self.channel)).with_outputs(
+            _DecodeAndFrameFn(self.specs, self.chunk_s, self.channel, self.file_time)).with_outputs(
                 SOURCES_TAG, FILES_TAG, FAILURES_TAG, *[spec.name for spec in self.specs])
 
 
@@ -226,17 +252,25 @@ class _ToTableFn(beam.DoFn):
         start_s, end_s = frame_times_s(self.spec, piece.first_frame, embeddings.shape[0],
                                        piece.file_samples)
         version = result.model_id or ""
-        self.rows.inc(embeddings.shape[0])
-        Progress.add(**{f"emb_{self.spec.name}": embeddings.shape[0]})
+        count = embeddings.shape[0]
+        self.rows.inc(count)
+        Progress.add(**{f"emb_{self.spec.name}": count})
+        where = dict(source=piece.source)
+        if piece.place is not None:
+            owners = piece.place.row_owners(piece.first_frame, count)
+            where = dict(source=[o.source for o in owners], stream=piece.place.stream,
+                         start_utc_s=piece.place.row_times_utc_s(piece.first_frame, start_s),
+                         time_source=[o.time_source for o in owners])
         self.pending.append(embedding_table(
-            source=piece.source, channel=piece.channel, start_s=start_s, end_s=end_s,
+            channel=piece.channel, start_s=start_s, end_s=end_s,
             model=self.spec.name, model_version=version, standin=version.endswith("+standin"),
-            embeddings=embeddings, thumbnails=thumbnails))
-        self.pending_rows += embeddings.shape[0]
+            embeddings=embeddings, thumbnails=thumbnails, **where))
+        self.pending_rows += count
         if self.pending_rows >= TABLE_ROWS:
             yield self._take_pending()
-        yield beam.pvalue.TaggedOutput("counts", ((piece.source, self.spec.name),
-                                                  embeddings.shape[0]))
+        sources = where["source"] if piece.place is not None else [piece.source] * count
+        for source, rows in Counter(sources).items():
+            yield beam.pvalue.TaggedOutput("counts", ((source, self.spec.name), rows))
 
 
 def _failed_batch_to_failures(model: str):
@@ -244,8 +278,11 @@ def _failed_batch_to_failures(model: str):
         batch, exc = failed
         error = exc[1] if isinstance(exc, tuple) else exc
         for piece in batch:
-            yield Failure(piece.source, model, "inference", type(error).__name__, str(error),
-                          getattr(piece.tag, "segment_id", ""))
+            sources = ([owner.source for owner in piece.place.owners] if piece.place is not None
+                       else [piece.source])
+            for source in dict.fromkeys(sources):
+                yield Failure(source, model, "inference", type(error).__name__, str(error),
+                              getattr(piece.tag, "segment_id", ""))
     return expand
 
 
@@ -312,18 +349,35 @@ class _OutcomesFn(beam.DoFn):
                     channels=record.channels if record else None,
                     size_bytes=record.size_bytes if record else None,
                     fingerprint=record.fingerprint if record else "")
+        if record is not None and record.stream:
+            base.update(stream=record.stream, start_utc=record.start_utc,
+                        time_source=record.time_source)
+        elif record is not None:
+            base.update(start_utc=record.start_utc, time_source=record.time_source)
         if self.labels is not None:
             base["labels"] = self.labels.as_dict(source)
+        segment = record is not None and bool(record.stream)
         models = list(record.models) if record and record.models else self.models
         for model in models:
             failure = next((f for f in failures if f.model in ("", model)), None)
             written = counts.get(model, 0)
             if failure is not None:
-                yield Outcome(source, model, FAILED, written, **base,
+                status = UNREADABLE if segment and failure.stage == "decode" else FAILED
+                yield Outcome(source, model, status, written, **base,
                               error_class=failure.error_class, error=failure.error)
             elif record is None or record.duration_s is None:
                 yield Outcome(source, model, FAILED, written, **base,
                               error_class="MissingRecord", error="file was never decoded")
+            elif segment and written != record.expected[model]:
+                yield Outcome(source, model, FAILED, written, **base,
+                              error_class="RowCountMismatch",
+                              error=f"{written} rows written, {record.expected[model]} expected")
+            elif segment:
+                # a segment owns the windows that end in it; a short one may own none (its
+                # audio is in the next segment's windows)
+                status = (EMPTY if record.duration_s == 0 else
+                          EMBEDDED if record.in_playlist else NOT_IN_PLAYLIST)
+                yield Outcome(source, model, status, written, **base)
             elif record.expected[model] == 0:
                 yield Outcome(source, model, TOO_SHORT, 0, **base,
                               error=f"{record.duration_s:.3f} s is shorter than one window")

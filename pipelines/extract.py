@@ -27,6 +27,16 @@ from apache_beam.options.pipeline_options import (
 )
 
 from orca_beam.annotations import REJECTED, load_mapping, parse_annotations
+from orca_beam.hls import select_folders
+from orca_beam.hls_source import (
+    FOLDERS_TAG,
+    GAPS_TAG,
+    DecodeSpans,
+    FormSpans,
+    PlanFolders,
+    list_folders,
+    look_behind_s,
+)
 from orca_beam.incremental import (
     DELETED_TAG,
     PLAN_TAG,
@@ -163,16 +173,44 @@ def embed_and_write(pieces, options: ExtractOptions, handles: dict[str, str], ve
     return counts, failures, shards
 
 
-def add_plan(pipeline: beam.Pipeline, options: ExtractOptions, versions: dict):
-    """Adds the listing and the plan: matched files joined by source with each model version's
-    previous entries (read at run time). Returns PlanSources' tagged outputs."""
-    files = pipeline | "MatchFiles" >> MatchFiles(options.input_patterns())
+def hls_folders(options: ExtractOptions) -> list[str]:
+    """The HLS folders of every --input root that can overlap --start/--end (listed here, in the
+    launcher: one delimiter listing per root). ValueError when there are none."""
+    start, end = options.hls_range()
+    folders = []
+    for root in options.input_patterns():
+        found = list_folders(root, options)
+        chosen = select_folders(found, start, end)
+        LOG.info("%s: %d folders, %d can overlap %s .. %s", root, len(found), len(chosen),
+                 start.isoformat(), end.isoformat())
+        folders += chosen
+    if not folders:
+        raise ValueError(f"no HLS folder under {options.input_patterns()} can overlap "
+                         f"{start.isoformat()} .. {end.isoformat()} (folders are named by their "
+                         "unix start time: <node>/hls/<seconds>/)")
+    return folders
+
+
+def add_plan(pipeline: beam.Pipeline, options: ExtractOptions, versions: dict,
+             folders: list[str] | None = None):
+    """Adds the listing and the plan: matched files (with ``folders``: the HLS segments in
+    --start/--end) joined by source with each model version's previous entries (read at run
+    time). Returns PlanSources' tagged outputs and, for HLS, PlanFolders' (else None)."""
+    listed = None
+    if folders is not None:
+        start, end = options.hls_range()
+        listed = (pipeline | "ListFolders" >> beam.Create(folders)
+                  | "PlanFolders" >> PlanFolders(start, end))
+        files = listed.segments
+    else:
+        files = pipeline | "MatchFiles" >> MatchFiles(options.input_patterns())
     inputs = {"files": files}
     for name, version in versions.items():
         inputs[name] = pipeline | f"ReadEntries_{name}" >> ReadEntries(
             version.folder(options.output))
     return inputs | "PlanSources" >> PlanSources(
-        list(versions), force=options.force, verify_content=options.verify_content)
+        list(versions), force=options.force, verify_content=options.verify_content,
+        keep_unmatched=folders is not None), listed
 
 
 def planned_counts(planned) -> dict:
@@ -181,16 +219,27 @@ def planned_counts(planned) -> dict:
 
 
 def build(pipeline: beam.Pipeline, options: ExtractOptions, handles: dict[str, str],
-          versions: dict, run_id: str, labels=None) -> None:
+          versions: dict, run_id: str, labels=None, folders: list[str] | None = None) -> None:
     """Adds the extraction stages to ``pipeline``: match -> plan against each version's
     manifest (unchanged files go no further) -> decode + frame -> RunInference -> shards ->
     outcomes -> manifest entries + commit -> projector (from the version's current rows, only
-    when they or the labels changed). ``labels``: the LabelTable of --label_table, or None."""
+    when they or the labels changed). ``labels``: the LabelTable of --label_table, or None.
+    ``folders``: HLS input (see :func:`hls_folders`): segments are the sources, decoded as
+    continuous streams in time ranges, and each gap is one more outcome row."""
     specs = options.model_specs()
-    planned = add_plan(pipeline, options, versions)
+    planned, listed = add_plan(pipeline, options, versions, folders)
     plan_dict = planned_counts(planned) | "SummarisePlan" >> SummarisePlan()
-    decoded = planned[WORK_TAG] | "DecodeAndFrame" >> DecodeAndFrame(
-        specs, chunk_s=options.chunk_s, channel=options.channel)
+    gaps = []
+    if listed is not None:
+        spans = {"plans": listed[FOLDERS_TAG], "work": planned[WORK_TAG]} | "FormSpans" >> \
+            FormSpans(options.span_s, look_behind_s(specs))
+        decoded = spans | "DecodeStreams" >> DecodeSpans(
+            specs, chunk_s=options.chunk_s, channel=options.channel)
+        gaps = [listed[GAPS_TAG], decoded[GAPS_TAG]]
+    else:
+        decoded = planned[WORK_TAG] | "DecodeAndFrame" >> DecodeAndFrame(
+            specs, chunk_s=options.chunk_s, channel=options.channel,
+            file_time=options.file_time())
     counts, failures, shards = embed_and_write(
         decoded, options, handles, versions, file_prefix=f"rows-{run_id}", projector=False)
     failures.append(decoded[FAILURES_TAG])
@@ -199,6 +248,8 @@ def build(pipeline: beam.Pipeline, options: ExtractOptions, handles: dict[str, s
         "failures": failures | "AllFailures" >> beam.Flatten(),
         "counts": counts | "AllCounts" >> beam.Flatten(),
     } | "AccountOutcomes" >> AccountOutcomes([spec.name for spec in specs], labels)
+    if gaps:
+        outcomes = [outcomes, *gaps] | "WithGaps" >> beam.Flatten()
     outcomes | "WriteOutcomes" >> WriteOutcomes(options.output)
     for spec in specs:
         name = spec.name
@@ -216,7 +267,7 @@ def build(pipeline: beam.Pipeline, options: ExtractOptions, handles: dict[str, s
 PLAN_NAME = "plan.json"
 
 
-def plan(options: ExtractOptions, versions: dict) -> dict:
+def plan(options: ExtractOptions, versions: dict, folders: list[str] | None = None) -> dict:
     """What a run would do, without decoding anything: a Beam job (same runner) that lists the
     inputs and joins them with each version's manifest, then writes ``<output>/plan.json``.
     Returns, per model, the count of sources that are new, changed, to retry (failed before),
@@ -225,7 +276,7 @@ def plan(options: ExtractOptions, versions: dict) -> dict:
 
     path = f"{options.output.rstrip('/')}/{PLAN_NAME}"
     pipeline = beam.Pipeline(options=options)
-    planned = add_plan(pipeline, options, versions)
+    planned, _ = add_plan(pipeline, options, versions, folders)
 
     def write(plan_dict: dict) -> None:
         out = {}
@@ -321,7 +372,10 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         annotations = read_annotations(options)
         LOG.info("%d annotation rows over %d files, audio root %s", len(annotations[2]),
                  len(group_by_file(annotations[2])), options.input_patterns()[0])
-    else:
+    folders = None
+    if options.hls_range() is not None:
+        folders = hls_folders(options)
+    elif annotations is None:
         check_inputs(options.input_patterns())
     handles = options.model_handles()
     specs = options.model_specs()
@@ -333,7 +387,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     if options.plan:
         if annotations is not None:
             raise ValueError("--plan applies to file mode (segments mode always runs in full)")
-        planned = plan(options, versions)
+        planned = plan(options, versions, folders)
         for name, counts in planned.items():
             print(f"{name} {counts['version']}: new {counts['new']}, changed {counts['changed']},"
                   f" retry {counts['retry']}, unchanged {counts['unchanged']}, deleted "
@@ -355,7 +409,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         LOG.info("inputs %s (run %s)", options.input_patterns(), run_id)
         if not template:
             _clear_previous_run(options.output, ["outcomes", "errors"])
-        build(pipeline, options, handles, versions, run_id, labels)
+        build(pipeline, options, handles, versions, run_id, labels, folders)
     result = pipeline.run()
     if template:  # a classic template was written instead of running a job
         LOG.info("Dataflow template written to %s (stage files under %s)", template,

@@ -116,8 +116,12 @@ def test_summary_file_and_outcomes_are_written(real_run):
     import pandas as pd  # the rows are readable with no project code
 
     frame = pd.read_parquet(output / "yamnet")
-    assert list(frame.columns) == ["source", "channel", "start_s", "end_s", "model",
-                                   "model_version", "standin", "embedding", "thumbnail"]
+    assert list(frame.columns) == ["source", "channel", "start_s", "end_s", "stream",
+                                   "start_utc", "time_source", "model", "model_version",
+                                   "standin", "embedding", "thumbnail"]
+    # plain files carry no clock (no --file_time_format)
+    assert frame["start_utc"].isna().all() and set(frame["time_source"]) == {"none"}
+    assert frame["stream"].isna().all()
     assert frame["embedding"].iloc[0].dtype == np.float32
     assert len(frame) == summary["models"]["yamnet"]["embeddings"]
     outcomes = [json.loads(line) for f in (output / "outcomes").glob("*.jsonl")

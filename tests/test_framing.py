@@ -108,3 +108,47 @@ def test_chunker_pieces_tile_the_whole_file_grid(spec, n):
                 + spec.window_samples
             assert piece.offset_samples + len(piece.samples) == need_end
     assert pieces == [] or pieces[-1].is_last or expected % 7 == 0
+
+
+@pytest.mark.parametrize("name", ["vggish", "yamnet", "humpback"])
+def test_run_chunker_spans_give_the_full_windows_of_one_pass(name):
+    """A stream cut into spans (each with look-behind, owning the frames that end in it) gives
+    the full windows of one pass: same frames, same samples, none twice, none zero-padded."""
+    from orca_beam.framing import RunChunker
+
+    spec = get_model_spec(name)
+    rate = spec.sample_rate_hz
+    signal = np.random.default_rng(3).standard_normal(rate * 40).astype(np.float32)
+    whole = RunChunker(spec, "s", channel=-1, chunk_frames=5, origin=0, valid_from=0)
+    whole.own(owned_from=0)
+    one = [p for block in np.array_split(signal, 7) for p in whole.push(block)]
+    one += list(whole.finish())
+    frames = [f for p in one for f in range(p.first_frame, p.first_frame + p.num_frames)]
+    full = (len(signal) - spec.window_samples) // spec.hop_samples + 1
+    assert frames == list(range(full))
+    cuts = [0, rate * 13 + 7, rate * 29 + 11, len(signal)]
+    behind = spec.window_samples + (512 * 300 if name == "humpback" else 0) + rate // 5
+    got = []
+    for lo, hi in zip(cuts, cuts[1:], strict=False):
+        start = max(0, lo - behind)
+        chunker = RunChunker(spec, "s", channel=-1, chunk_frames=5, origin=start,
+                             valid_from=start if start == 0 else start + behind
+                             - spec.window_samples)
+        pieces = list(chunker.push(signal[start:lo]))
+        chunker.own(owned_from=lo)
+        if hi < len(signal):
+            chunker.own(owned_to=hi)
+        pieces += list(chunker.push(signal[lo:min(hi + rate, len(signal))]))
+        pieces += list(chunker.finish())
+        got += pieces
+    got_frames = [f for p in got for f in range(p.first_frame, p.first_frame + p.num_frames)]
+    assert got_frames == frames
+    for piece in got:
+        first_unit = piece.first_frame * spec.hop_units
+        assert piece.warmup_units == min(whole.warmup_units, first_unit)  # PCEN fully warmed
+        assert piece.offset_samples == (first_unit - piece.warmup_units) * spec.unit_hop_samples
+        np.testing.assert_array_equal(
+            piece.samples, signal[piece.offset_samples:piece.offset_samples
+                                  + len(piece.samples)])
+        assert piece.offset_samples + len(piece.samples) == (
+            (piece.first_frame + piece.num_frames - 1) * spec.hop_samples + spec.window_samples)

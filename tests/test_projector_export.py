@@ -68,7 +68,8 @@ def test_labels_with_tabs_and_newlines_do_not_shift_rows(tmp_path):
     rows = rows.set_column(0, "source", pa.array(sources))
     export_projector(rows, str(tmp_path), "yamnet")
     meta = (tmp_path / "metadata.tsv").read_text().split("\n")
-    assert len(meta) == 8 and all(len(line.split("\t")) == 6 for line in meta[:-1])
+    # point, source, start_s, end_s, clip, model_version, start_utc (empty: no clock)
+    assert len(meta) == 8 and all(len(line.split("\t")) == 7 for line in meta[:-1])
     assert "bad name with breaks" in meta[1] + meta[4]
 
 

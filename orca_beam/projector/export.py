@@ -34,6 +34,7 @@ import struct
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
@@ -58,7 +59,7 @@ BASE_COLUMNS = ("point", "source", "start_s", "end_s", "clip", "model_version")
 #: Row columns never copied to the metadata as extra columns (vectors, images, or already shown).
 NOT_METADATA = {"embedding", "thumbnail", "source", "start_s", "end_s", "model_version", "model",
                 "standin", "channel", "pooling", "window_start_s", "window_end_s",
-                "segment_start_s", "segment_end_s", "frame_index"}
+                "segment_start_s", "segment_end_s", "frame_index", "stream", "time_source"}
 SUMMARY_NAME = "projector_summary.json"
 
 
@@ -70,7 +71,12 @@ def sprite_geometry(count: int) -> tuple[int, int]:
 
 
 def sanitise(value: object) -> str:
-    """A metadata cell: tabs, carriage returns and newlines become spaces (they would shift rows)."""
+    """A metadata cell: tabs, carriage returns and newlines become spaces (they would shift rows);
+    a missing value is empty; a time is ISO 8601 (``start_utc``: ``2021-10-01T00:00:02.500000Z``)."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
     return str(value).replace("\t", " ").replace("\r", " ").replace("\n", " ")
 
 

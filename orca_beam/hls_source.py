@@ -1,0 +1,626 @@
+"""The HLS source: a node's ``hls/`` folders as continuous streams, in the Beam pipeline.
+
+Stages, top to bottom:
+
+1. :func:`list_folders` (launcher): the folders of an ``hls/`` root, by their unix-time names;
+   ``hls.select_folders`` keeps those that can overlap ``--start`` / ``--end``.
+2. :class:`PlanFolders`: per folder, its playlist and listing -> a :class:`FolderPlan` (every
+   segment in order, with its UTC start), the present segments in range as ``MatchedFile`` s
+   (they go through the manifest's plan like files), and a ``gap`` outcome per segment the
+   playlist lists but the folder lacks.
+3. :class:`FormSpans`: the segments some model must (re-)embed, cut into time ranges of about
+   ``--span_s`` seconds (:class:`SpanWork`), each with the look-behind that settles the decoder,
+   resampler and PCEN, and one look-ahead segment.
+4. :class:`DecodeSpans`: each span decoded as one stream (one AAC decoder across segments),
+   resampled once per model rate, cut into Pieces of full windows on the folder's own grid.
+
+The grid: stream second 0 is the folder's first sample (the first readable segment's first
+MPEG-TS time, placed at the playlist offset of that segment). Frame ``i`` of a model covers
+``[i * hop, i * hop + window)`` on it, across segment joins. A window belongs to the segment its
+last sample is in: that segment is its row's ``source``, and one segment's outcome counts its
+rows. A span therefore emits exactly the frames that end in its own segments, and the rows of all
+spans, of any size and of any re-run over a grown folder, are those of one pass over the folder.
+A gap (missing or unreadable segment, MPEG-TS timestamp jump) ends a run of audio: no window
+spans it, and audio after it keeps its true place. No window is zero-padded: the partial hop
+before a gap or at the end of the audio so far is left out (a later run embeds it once the
+folder has grown).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+
+from orca_beam.audio import mono_block, resample_stream
+from orca_beam.framing import Owner, Piece, Place, RunChunker, default_chunk_frames
+from orca_beam.hls import (
+    PLAYLIST_NAME,
+    PTS_GAP_TOLERANCE_S,
+    Decoded,
+    Segment,
+    decode_segments,
+    first_pts_s,
+    folder_start,
+    order_segments,
+    parse_playlist,
+    pts_difference_s,
+    segment_starts,
+    unwrap_offset_s,
+)
+from orca_beam.incremental import MatchedFile
+from orca_beam.models.registry import ModelSpec
+from orca_beam.prefetch import prefetched
+from orca_beam.records import GAP, NO_TIME, Failure, FileRecord, Outcome, SourceState
+
+LOG = logging.getLogger(__name__)
+NAMESPACE = "orca_beam"
+FOLDERS_TAG = "folders"
+GAPS_TAG = "gaps"
+#: Seconds assumed for a segment whose duration the playlist does not give.
+UNKNOWN_SEGMENT_S = 10.0
+#: Seconds of audio after a decoder / resampler start before a window may begin (the resampler
+#: settles within 0.1 s, measured; the AAC decoder within one 21 ms frame).
+SETTLE_S = 0.2
+#: Segments a span's fetching and decoding thread may run ahead of the model (60 s of audio).
+PREFETCH_SEGMENTS = 6
+#: Bytes read from a segment to find its first MPEG-TS time (a few packets).
+PTS_PROBE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One segment of a folder: the playlist's facts (``segment``), its path, its UTC start
+    (seconds since the epoch) and how that was obtained, its playlist offset from the folder's
+    first segment (s; None after a segment of unknown duration), size and modification time."""
+
+    segment: Segment
+    path: str
+    start_utc_s: float | None
+    time_source: str
+    offset_s: float | None
+    size_bytes: int = 0
+    mtime_s: float | None = None
+
+    @property
+    def duration_s(self) -> float:
+        """The playlist's duration, or UNKNOWN_SEGMENT_S when it gives none."""
+        return self.segment.duration_s if self.segment.duration_s is not None \
+            else UNKNOWN_SEGMENT_S
+
+
+@dataclass(frozen=True)
+class FolderPlan:
+    """A folder: every segment in order (present or not), and where its stream's second 0 is:
+    the MPEG-TS time ``origin_pts_s`` of the first readable segment, at playlist offset
+    ``origin_offset_s`` (None: no segment could be read)."""
+
+    folder: str
+    slots: tuple[Slot, ...]
+    origin_pts_s: float | None
+    origin_offset_s: float
+
+
+@dataclass(frozen=True)
+class SpanWork:
+    """A time range of one folder to decode: ``slots`` are the look-behind, the span's own
+    segments ``slots[owned[0]:owned[1]]`` and at most one look-ahead. ``starts_run``: the first
+    slot begins a run of audio (the folder's first segment). ``work``: path -> (fingerprint,
+    how it was compared) of the owned segments; ``models``: what they are embedded with."""
+
+    folder: str
+    slots: tuple[Slot, ...]
+    owned: tuple[int, int]
+    starts_run: bool
+    origin_pts_s: float
+    origin_offset_s: float
+    models: tuple[str, ...]
+    work: dict
+
+
+def _iso(utc_s: float | None) -> str | None:
+    return None if utc_s is None else datetime.fromtimestamp(utc_s, UTC).isoformat()
+
+
+def list_folders(root: str, options=None) -> list[str]:
+    """The folders directly under an ``hls/`` root (local, gs:// or s3://), as paths ending in
+    ``/``, sorted. s3:// is listed with a delimiter (one request per 1,000 folders, not one per
+    1,000 segments), with the s3 settings of the pipeline ``options``."""
+    from apache_beam.io.filesystems import FileSystems
+
+    root = root.rstrip("/") + "/"
+    if root.startswith("s3://"):
+        from orca_beam.s3 import list_prefixes
+
+        return sorted(list_prefixes(root, options))
+    if "://" not in root:
+        import os
+
+        if not os.path.isdir(root):
+            raise ValueError(f"--input {root!r} is not a folder (an HLS root: <node>/hls/)")
+        return sorted(root + name + "/" for name in os.listdir(root)
+                      if os.path.isdir(os.path.join(root, name)))
+    found = FileSystems.match([root + "*"])[0].metadata_list
+    return sorted({root + meta.path[len(root):].split("/", 1)[0] + "/" for meta in found
+                   if "/" in meta.path[len(root):]})
+
+
+def plan_folder(folder: str, start: datetime, end: datetime
+                ) -> tuple[FolderPlan, list[int]]:
+    """Reads a folder's playlist and lists its segments: the FolderPlan, and the indices of the
+    slots whose audio overlaps ``[start, end)`` (UTC). A folder without a playlist has every
+    segment ``not_in_playlist``, timed from the folder's name where the order allows."""
+    from apache_beam.io.filesystems import FileSystems
+
+    folder = folder.rstrip("/") + "/"
+    try:
+        with FileSystems.open(folder + PLAYLIST_NAME) as handle:
+            playlist = parse_playlist(handle.read().decode("utf-8", "replace"))
+    except (OSError, ValueError) as exc:
+        LOG.warning("%s: no readable %s (%s); every segment is read as not in the playlist",
+                    folder, PLAYLIST_NAME, exc)
+        playlist = []
+    metas = {meta.path.rsplit("/", 1)[-1]: meta
+             for meta in FileSystems.match([folder + "live*.ts"])[0].metadata_list}
+    segments = order_segments(playlist, metas)
+    began = folder_start(folder)
+    slots, offset = [], 0.0
+    for segment, (utc, source) in zip(segments, segment_starts(segments, began), strict=True):
+        meta = metas.get(segment.name)
+        mtime = getattr(meta, "last_updated_in_seconds", None) if meta else None
+        slots.append(Slot(segment, folder + segment.name,
+                          None if utc is None else utc.timestamp(), source or NO_TIME, offset,
+                          int(meta.size_in_bytes) if meta else 0,
+                          None if mtime is None or mtime < 0 else float(mtime)))
+        offset = None if offset is None or segment.duration_s is None \
+            else offset + segment.duration_s
+    selected, last_in = [], False
+    for index, slot in enumerate(slots):
+        if slot.start_utc_s is None:
+            inside = last_in
+        else:
+            inside = (slot.start_utc_s < end.timestamp()
+                      and slot.start_utc_s + slot.duration_s > start.timestamp())
+        if inside:
+            selected.append(index)
+        last_in = inside
+    origin_pts, origin_offset = None, 0.0
+    for slot in slots:
+        if not slot.segment.present:
+            continue
+        try:
+            with FileSystems.open(slot.path) as handle:
+                origin_pts = first_pts_s(handle.read(PTS_PROBE_BYTES))
+        except OSError:
+            origin_pts = None
+        if origin_pts is not None:
+            origin_offset = slot.offset_s or 0.0
+            break
+    return FolderPlan(folder, tuple(slots), origin_pts, origin_offset), selected
+
+
+def gap_outcome(stream: str, source: str, start_utc_s: float | None, gap_s: float | None,
+                cause: str, time_source: str) -> Outcome:
+    """The outcome row of one gap in a stream (status ``gap``, model ``""``)."""
+    return Outcome(source, "", GAP, 0, None if gap_s is None else round(gap_s, 6), None, None,
+                   error_class="Gap", error=cause, stream=stream, start_utc=_iso(start_utc_s),
+                   time_source=time_source)
+
+
+class _PlanFolderFn(beam.DoFn):
+    def __init__(self, start: datetime, end: datetime):
+        self.start = start
+        self.end = end
+        self.listed = Metrics.counter(NAMESPACE, "hls_segments_listed")
+
+    def process(self, folder: str):
+        plan, selected = plan_folder(folder, self.start, self.end)
+        self.listed.inc(len(selected))
+        LOG.info("%s: %d segments, %d in range, stream origin %s", plan.folder, len(plan.slots),
+                 len(selected), "unknown (no readable segment)" if plan.origin_pts_s is None
+                 else f"at playlist offset {plan.origin_offset_s:.3f} s")
+        yield beam.pvalue.TaggedOutput(FOLDERS_TAG, (plan.folder, plan))
+        for index in selected:
+            slot = plan.slots[index]
+            if slot.segment.present:
+                yield MatchedFile(slot.path, slot.size_bytes, slot.mtime_s)
+            else:
+                yield beam.pvalue.TaggedOutput(GAPS_TAG, gap_outcome(
+                    plan.folder, slot.path, slot.start_utc_s, slot.segment.duration_s,
+                    f"{slot.segment.name} is in {PLAYLIST_NAME} but missing from the folder",
+                    slot.time_source))
+
+
+class PlanFolders(beam.PTransform):
+    """Folder paths -> tagged outputs: main, ``MatchedFile`` per present segment in
+    ``[start, end)``; ``folders``, (folder, FolderPlan); ``gaps``, an Outcome per listed segment
+    missing from its folder (in range)."""
+
+    def __init__(self, start: datetime, end: datetime):
+        super().__init__()
+        self.start = start
+        self.end = end
+
+    def expand(self, folders):
+        return (folders | "SpreadFolders" >> beam.Reshuffle()
+                | "ReadPlaylists" >> beam.ParDo(_PlanFolderFn(self.start, self.end))
+                .with_outputs(FOLDERS_TAG, GAPS_TAG, main="segments"))
+
+
+def look_behind_s(specs: Sequence[ModelSpec]) -> float:
+    """Seconds of audio before a span's first frame that make its frames equal to those of one
+    pass: the longest window, the humpback PCEN warm-up and the decoder/resampler settling."""
+    from orca_beam.framing import HUMPBACK_WARMUP_UNITS
+
+    need = 0.0
+    for spec in specs:
+        warm = HUMPBACK_WARMUP_UNITS * spec.unit_hop_samples / spec.sample_rate_hz \
+            if spec.front_end.compression == "pcen" else 0.0
+        need = max(need, spec.window_s + warm)
+    return need + SETTLE_S
+
+
+def form_spans(plan: FolderPlan, work: dict[str, tuple], span_s: float, behind_s: float
+               ) -> Iterator[SpanWork]:
+    """The spans of one folder: runs of consecutive segments to embed with the same models
+    (``work``: path -> (models, fingerprint, compared)), cut every ``span_s`` seconds, each with
+    look-behind segments covering ``behind_s`` and the next present segment as look-ahead.
+    Missing segments inside a run do not cut it (the decoder handles the gap)."""
+    if plan.origin_pts_s is None:
+        return
+    slots = plan.slots
+    by_models: dict[tuple, list[int]] = {}
+    for index, slot in enumerate(slots):
+        if slot.path in work:
+            by_models.setdefault(tuple(work[slot.path][0]), []).append(index)
+    for models, indices in by_models.items():
+        chosen = set(indices)
+        runs: list[list[int]] = []
+        for index in indices:
+            previous = runs[-1][-1] if runs else None
+            between = range(previous + 1, index) if previous is not None else range(0)
+            if previous is not None and all(not slots[i].segment.present for i in between):
+                runs[-1].extend([*between, index])
+            else:
+                runs.append([index])
+        for run in runs:
+            spans, current, length = [], [], 0.0
+            for index in run:
+                if current and length + slots[index].duration_s > span_s + 1e-9:
+                    spans.append(current)
+                    current, length = [], 0.0
+                current.append(index)
+                length += slots[index].duration_s
+            spans.append(current)
+            for members in spans:
+                first, last = members[0], members[-1]
+                behind, covered = first, 0.0
+                while behind > 0 and covered < behind_s:
+                    behind -= 1
+                    covered += slots[behind].duration_s
+                ahead = last + 1 if last + 1 < len(slots) and slots[last + 1].segment.present \
+                    else last
+                yield SpanWork(plan.folder, slots[behind:ahead + 1],
+                               (first - behind, last - behind + 1), behind == 0,
+                               plan.origin_pts_s, plan.origin_offset_s, models,
+                               {slots[i].path: work[slots[i].path][1:] for i in members
+                                if i in chosen})
+
+
+class _FormSpansFn(beam.DoFn):
+    def __init__(self, span_s: float, behind_s: float):
+        self.span_s = span_s
+        self.behind_s = behind_s
+
+    def process(self, keyed):
+        _, grouped = keyed
+        plans = list(grouped["plans"])
+        if not plans:
+            return
+        work = {item.path: (item.models, item.fingerprint, item.compared)
+                for item in grouped["work"]}
+        yield from form_spans(plans[0], work, self.span_s, self.behind_s)
+
+
+def _folder_of(path: str) -> str:
+    return path.rsplit("/", 1)[0] + "/"
+
+
+class FormSpans(beam.PTransform):
+    """``{"plans": (folder, FolderPlan), "work": WorkItem}`` -> SpanWork per time range to
+    decode (joined by folder: one folder's plan is small, and the join never holds more than
+    one folder's segments)."""
+
+    def __init__(self, span_s: float, behind_s: float):
+        super().__init__()
+        self.span_s = span_s
+        self.behind_s = behind_s
+
+    def expand(self, inputs):
+        keyed = {"plans": inputs["plans"],
+                 "work": inputs["work"] | "KeyByFolder" >> beam.Map(
+                     lambda item: (_folder_of(item.path), item))}
+        return (keyed | "JoinByFolder" >> beam.CoGroupByKey()
+                | "CutSpans" >> beam.ParDo(_FormSpansFn(self.span_s, self.behind_s))
+                | "SpreadSpans" >> beam.Reshuffle())
+
+
+@dataclass
+class _Run:
+    """One contiguous run of audio in a span: its chunkers and resamplers, where it began on
+    the native grid, and the owned segments' first samples (native grid)."""
+
+    rate: int
+    native_start: int
+    native_end: int
+    skip: int  # samples of the first segment before the aligned start
+    resamplers: dict
+    chunkers: dict
+    bounds: list  # (native first sample, slot index) of owned segments, in order
+
+
+class _DecodeSpanFn(beam.DoFn):
+    def __init__(self, specs: Sequence[ModelSpec], chunk_s: float, channel: int | None):
+        self.all_specs = list(specs)
+        self.chunk_s = chunk_s
+        self.channel = channel
+        self.segments = Metrics.counter(NAMESPACE, "hls_segments_decoded")
+        self.unreadable = Metrics.counter(NAMESPACE, "hls_segments_unreadable")
+        self.gaps = Metrics.counter(NAMESPACE, "hls_gaps")
+        self.audio_ms = Metrics.counter(NAMESPACE, "audio_ms_decoded")
+
+    # -- one span ---------------------------------------------------------------------------
+    def process(self, span: SpanWork):
+        from orca_beam.transforms import (
+            DECODE_NICENESS,
+            FAILURES_TAG,
+            FILES_TAG,
+            SOURCES_TAG,
+            Progress,
+        )
+
+        self.span = span
+        self.specs = [spec for spec in self.all_specs if spec.name in span.models]
+        self.channel_index = -1 if self.channel is None else self.channel
+        lo, hi = span.owned
+        self.expected = {i: dict.fromkeys((s.name for s in self.specs), 0) for i in range(lo, hi)}
+        self.decoded: dict[int, tuple] = {}
+        self.failed: dict[int, tuple] = {}
+        self.positions: dict[int, float] = {}  # slot -> stream seconds of its first sample
+        prints: dict[int, str] = {}
+        index_of = {slot.segment.name: i for i, slot in enumerate(span.slots)}
+        run: _Run | None = None
+        broke = span.starts_run
+        previous = -1
+
+        def fetched():
+            from apache_beam.io.filesystems import FileSystems
+
+            from orca_beam.manifest import fingerprint
+
+            for i, slot in enumerate(span.slots):
+                if not slot.segment.present:
+                    continue
+                try:
+                    with FileSystems.open(slot.path) as handle:
+                        data = handle.read()
+                except OSError as exc:
+                    LOG.warning("could not read %s: %s", slot.path, exc)
+                    data = b""
+                if lo <= i < hi:
+                    prints[i] = span.work.get(slot.path, ("", ""))[0] or fingerprint(
+                        slot.path, data)
+                yield slot.segment, data
+
+        # segments are fetched and decoded in a low-priority thread, ahead of the model
+        for item in prefetched(lambda: decode_segments(fetched()), PREFETCH_SEGMENTS,
+                               niceness=DECODE_NICENESS):
+            i = index_of[item.segment.name]
+            missing_before = any(not span.slots[k].segment.present
+                                 for k in range(previous + 1, i))
+            if missing_before:  # its gap row comes from the plan (PlanFolders)
+                yield from self._close(run)
+                run, broke = None, True
+            previous = i
+            if not isinstance(item, Decoded):
+                yield from self._close(run)
+                run, broke = None, True
+                self.unreadable.inc()
+                if lo <= i < hi:
+                    self.failed[i] = ("CorruptAudioError", item.error)
+                continue
+            self.segments.inc()
+            if item.first_pts_s is None or not len(item.samples):
+                if lo <= i < hi and i not in self.decoded:
+                    self.decoded[i] = (0.0, item.rate_hz, item.samples.shape[1])
+                continue
+            gap = item.gap_before_s
+            if gap not in (None, 0.0) and lo <= i < hi and not missing_before:
+                self.gaps.inc()
+                slot = span.slots[i]
+                yield beam.pvalue.TaggedOutput(GAPS_TAG, gap_outcome(
+                    span.folder, slot.path, self._utc_before(i, gap), gap,
+                    f"MPEG-TS timestamps jump by {gap:.3f} s before {slot.segment.name}",
+                    slot.time_source))
+            if run is not None and not broke and gap in (None, 0.0):
+                drift = round(self._stream_s(item, i) * item.rate_hz) - run.native_end
+                if abs(drift) > PTS_GAP_TOLERANCE_S * item.rate_hz:
+                    LOG.warning("%s: MPEG-TS time is %d samples off the decoded count; a new "
+                                "run starts there", span.slots[i].path, drift)
+                    gap = drift / item.rate_hz
+            if run is None or broke or gap not in (None, 0.0):
+                yield from self._close(run)
+                run = self._start(item, i, true_start=broke or gap not in (None, 0.0))
+                broke = False
+            channels = item.samples.shape[1]
+            if self.channel is not None and self.channel >= channels:
+                if lo <= i < hi:
+                    self.failed[i] = ("ChannelOutOfRangeError",
+                                      f"channel {self.channel} asked, segment has {channels}")
+                continue
+            samples = mono_block(item.samples, self.channel)
+            if lo <= i < hi:
+                before = self.decoded.get(i, (0.0,))[0]  # a segment split by a jump adds up
+                self.decoded[i] = (before + len(samples) / item.rate_hz, item.rate_hz, channels)
+                self.audio_ms.inc(int(1000 * len(samples) / item.rate_hz))
+                Progress.add(audio_s=len(samples) / item.rate_hz)
+            yield from self._push(run, i, samples)
+        yield from self._close(run)
+
+        for i in range(lo, hi):
+            slot = span.slots[i]
+            if not slot.segment.present:
+                continue
+            fingerprint_, compared = prints.get(i, ""), span.work.get(slot.path, ("", ""))[1]
+            yield beam.pvalue.TaggedOutput(SOURCES_TAG, SourceState(
+                slot.path, slot.size_bytes, fingerprint_, span.models, slot.mtime_s,
+                compared or "new"))
+            clock = dict(stream=span.folder, start_utc=_iso(self._utc_of(i)),
+                         time_source=self._time_source_of(i), in_playlist=slot.segment.in_playlist)
+            record = dict(size_bytes=slot.size_bytes, fingerprint=fingerprint_,
+                          models=span.models, **clock)
+            if i in self.failed or i not in self.decoded:
+                error_class, error = self.failed.get(i, ("MissingRecord",
+                                                         "segment was never decoded"))
+                yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure(
+                    slot.path, "", "decode", error_class, error))
+                yield beam.pvalue.TaggedOutput(FILES_TAG, FileRecord(
+                    slot.path, None, None, None, self.channel_index, {}, **record))
+                continue
+            duration, rate, channels = self.decoded[i]
+            Progress.add(files=1)
+            yield beam.pvalue.TaggedOutput(FILES_TAG, FileRecord(
+                slot.path, duration, rate, channels, self.channel_index, self.expected[i],
+                **record))
+
+    # -- time ---------------------------------------------------------------------------------
+    def _utc_of(self, i: int) -> float | None:
+        """UTC start of slot ``i``: the playlist's, else the nearest earlier timed slot's plus
+        the stream time between them (a segment not in the playlist)."""
+        slots = self.span.slots
+        if slots[i].start_utc_s is not None:
+            return slots[i].start_utc_s
+        for k in range(i - 1, -1, -1):
+            if slots[k].start_utc_s is not None and k in self.positions and i in self.positions:
+                return slots[k].start_utc_s + self.positions[i] - self.positions[k]
+        return None
+
+    def _time_source_of(self, i: int) -> str:
+        slots = self.span.slots
+        if slots[i].start_utc_s is not None or self._utc_of(i) is None:
+            return slots[i].time_source
+        return next(slots[k].time_source for k in range(i - 1, -1, -1)
+                    if slots[k].start_utc_s is not None)
+
+    def _utc_before(self, i: int, gap_s: float) -> float | None:
+        utc = self._utc_of(i)
+        return None if utc is None else utc - gap_s
+
+    # -- runs ---------------------------------------------------------------------------------
+    def _stream_s(self, item: Decoded, i: int) -> float:
+        """Stream seconds of a decoded segment's first sample, from its MPEG-TS time."""
+        span, slot = self.span, self.span.slots[i]
+        estimate = None if slot.offset_s is None else slot.offset_s - span.origin_offset_s
+        return span.origin_offset_s + unwrap_offset_s(
+            pts_difference_s(item.first_pts_s, span.origin_pts_s), estimate)
+
+    def _start(self, item: Decoded, i: int, *, true_start: bool) -> _Run:
+        """A new run at segment ``i``: its first sample's place on the native grid, moved up to
+        the next sample every model rate divides exactly (so resampled grids agree). After a
+        decoder start that is not the run's true start (a span's look-behind), frames begin
+        only once the resampler and the humpback PCEN have settled."""
+        rate = item.rate_hz
+        step = int(np.lcm.reduce([rate // np.gcd(rate, s.sample_rate_hz) for s in self.specs]))
+        first = round(self._stream_s(item, i) * rate)
+        start = first + (-first) % step
+        chunkers = {}
+        for spec in self.specs:
+            origin = start * spec.sample_rate_hz // rate
+            settle = 0 if true_start else round(
+                (look_behind_s([spec]) - spec.window_s) * spec.sample_rate_hz)
+            chunkers[spec.name] = RunChunker(
+                spec, self.span.folder, channel=self.channel_index,
+                chunk_frames=default_chunk_frames(spec, self.chunk_s), origin=origin,
+                valid_from=origin + settle)
+        resamplers = {r: resample_stream(rate, r) for r in {s.sample_rate_hz for s in self.specs}}
+        return _Run(rate, start, start, start - first, resamplers, chunkers, [])
+
+    def _push(self, run: _Run, i: int, samples: np.ndarray):
+        """Feeds segment ``i``'s mono samples to the run; yields the pieces completed."""
+        lo, hi = self.span.owned
+        self.positions.setdefault(i, (run.native_end - run.skip) / run.rate)
+        samples, run.skip = samples[run.skip:], 0
+        seg_start = run.native_end
+        if lo <= i < hi:
+            run.bounds.append((seg_start, i))
+        for spec in self.specs:
+            at = -(-seg_start * spec.sample_rate_hz // run.rate)
+            chunker = run.chunkers[spec.name]
+            if lo <= i < hi and chunker.owned_from is None:
+                chunker.own(owned_from=at)
+            elif i >= hi:
+                chunker.own(owned_to=at)
+        run.native_end += len(samples)
+        for target, stream in run.resamplers.items():
+            block = samples if stream is None else stream.resample_chunk(samples)
+            yield from self._pieces(run, target, block)
+
+    def _pieces(self, run: _Run, target: int, block: np.ndarray, finish: bool = False):
+        for spec in self.specs:
+            if spec.sample_rate_hz != target:
+                continue
+            chunker = run.chunkers[spec.name]
+            for piece in (chunker.finish() if finish else chunker.push(block)):
+                yield beam.pvalue.TaggedOutput(spec.name, self._placed(run, spec, piece))
+
+    def _close(self, run: _Run | None):
+        if run is None:
+            return
+        for target, stream in run.resamplers.items():
+            tail = np.zeros(0, np.float32) if stream is None else stream.resample_chunk(
+                np.zeros(0, np.float32), last=True)
+            yield from self._pieces(run, target, tail)
+            yield from self._pieces(run, target, tail, finish=True)
+
+    def _placed(self, run: _Run, spec: ModelSpec, piece: Piece) -> Piece:
+        """The piece with its Place: each frame's owner is the segment its last sample is in."""
+        starts = np.array([-(-b * spec.sample_rate_hz // run.rate) for b, _ in run.bounds])
+        frames = np.arange(piece.first_frame, piece.first_frame + piece.num_frames)
+        last = frames * spec.hop_samples + spec.window_samples - 1
+        which = np.searchsorted(starts, last, "right") - 1
+        owners = []
+        for k in dict.fromkeys(which.tolist()):
+            i = run.bounds[k][1]
+            first = int(frames[np.argmax(which == k)])
+            self.expected[i][spec.name] += int(np.sum(which == k))
+            owners.append(Owner(first, self.span.slots[i].path, self.positions[i],
+                                self._utc_of(i), self._time_source_of(i)))
+        return replace(piece, place=Place(self.span.folder, tuple(owners)))
+
+
+class DecodeSpans(beam.PTransform):
+    """SpanWork -> tagged outputs as ``transforms.DecodeAndFrame``'s, per owned segment:
+    ``sources`` (SourceState), ``files`` (FileRecord with the segment's clock), ``failures``
+    (unreadable segments); one PCollection of Pieces per model (windows owned by the span's
+    segments, each Piece with its Place); and ``gaps`` (an Outcome per MPEG-TS timestamp jump
+    before an owned segment)."""
+
+    def __init__(self, specs: Sequence[ModelSpec], *, chunk_s: float = 60.0,
+                 channel: int | None = None):
+        super().__init__()
+        self.specs = list(specs)
+        self.chunk_s = chunk_s
+        self.channel = channel
+
+    def expand(self, spans):
+        from orca_beam.transforms import FAILURES_TAG, FILES_TAG, SOURCES_TAG
+
+        return spans | "DecodeSpans" >> beam.ParDo(
+            _DecodeSpanFn(self.specs, self.chunk_s, self.channel)).with_outputs(
+                SOURCES_TAG, FILES_TAG, FAILURES_TAG, GAPS_TAG,
+                *[spec.name for spec in self.specs])

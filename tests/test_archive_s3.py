@@ -1,0 +1,175 @@
+"""Orcasound's archive as it is served: a public-read bucket (a real S3 emulator process) holding
+two HLS folders of one node and a few 30 s FLAC archive files named by their local recording
+time. A run over --start/--end embeds exactly the overlapping segments with every model, reads
+without credentials at once, and gives the rows of a local run of the same data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pytest
+import soundfile as sf
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from benchmarks.hls_fixtures import write_hls_folder
+from orca_beam.hls import PLAYLIST_NAME, parse_playlist
+from orca_beam.manifest import current_rows, latest_version_folder
+from pipelines import extract
+from tests.test_s3_pipeline import without_credentials
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+MODELS = ["vggish", "yamnet", "humpback", "birdnet"]
+FIRST_S = 1_633_046_400  # 2021-10-01T00:00:00Z: the first folder; the second an hour later
+SECOND_S = FIRST_S + 3600
+START = datetime.fromtimestamp(FIRST_S + 15, UTC)  # inside live001 of the first folder
+END = datetime.fromtimestamp(SECOND_S + 15, UTC)  # inside live001 of the second
+PACIFIC = ZoneInfo("America/Los_Angeles")
+FLAC_LOCAL = [datetime(2021, 9, 30, 17, 0, 0) + timedelta(seconds=30 * k) for k in range(3)]
+NODE = "rpi_test_node"
+
+LIST_FIRST = """
+import json, sys, time
+started = time.perf_counter()
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+from orca_beam.hls_source import list_folders
+options = PipelineOptions([f"--s3_endpoint_url={sys.argv[1]}"])
+FileSystems.set_options(options)
+folders = list_folders(sys.argv[2], options)
+with FileSystems.open(folders[0] + "live.m3u8") as handle:
+    head = handle.read(7)
+print(json.dumps({"folders": len(folders), "head": head.decode(),
+                  "seconds": time.perf_counter() - started}))
+"""
+
+
+def model_args(standin_dir: Path) -> list[str]:
+    return [f"--model={m}" for m in MODELS] + [
+        f"--model_handle={m}={standin_dir / m}" for m in MODELS if m != "birdnet"]
+
+
+def rows_by_place(output: str, model: str) -> dict[tuple, tuple]:
+    """(folder name, segment name, start_s) -> (start_utc, embedding) of a run's rows."""
+    table = current_rows(latest_version_folder(output, model))
+    vectors = np.asarray(table.column("embedding").combine_chunks().flatten(), np.float32)
+    vectors = vectors.reshape(table.num_rows, -1)
+    out = {}
+    for row, vector in zip(table.select(["source", "start_s", "start_utc"]).to_pylist(), vectors,
+                           strict=True):
+        folder, name = row["source"].rsplit("/", 2)[-2:]
+        out[(folder, name, row["start_s"])] = (row["start_utc"], vector)
+    return out
+
+
+@pytest.fixture(scope="module")
+def archive(orca_calls, s3_emulator, tmp_path_factory):
+    """The node's two HLS folders (the first with date-times, mono; the second older: no
+    date-times, stereo, live002.ts missing) and three FLAC files, locally and in the bucket."""
+    base = tmp_path_factory.mktemp("archive")
+    samples, rate = sf.read(str(orca_calls / "hydrophone" / "210825-1925_L-highlight.wav"),
+                            dtype="float32", always_2d=True)
+    assert rate == 48000
+    mono = np.tile(samples[:, :1], (4, 1))[:48000 * 40]
+    hls = base / "audio-orcasound-net" / NODE / "hls"
+    write_hls_folder(mono, hls / str(FIRST_S),
+                     first_pdt=datetime.fromtimestamp(FIRST_S + 2.5, UTC))
+    second = write_hls_folder(np.concatenate([mono, mono[::-1]], axis=1), hls / str(SECOND_S),
+                              date_times=False)
+    (second / "live002.ts").unlink()
+    flac = base / "archive-orcasound-net" / NODE
+    flac.mkdir(parents=True)
+    for k, local in enumerate(FLAC_LOCAL):
+        sf.write(str(flac / f"{local:%Y-%m-%d_%H-%M-%S}_{NODE}-48000-1.flac"),
+                 mono[48000 * 5 * k: 48000 * (5 * k + 30)], 48000, subtype="PCM_16")
+    s3_emulator.upload(base / "audio-orcasound-net", "audio-orcasound-net")
+    s3_emulator.upload(base / "archive-orcasound-net", "archive-orcasound-net")
+    return base
+
+
+def test_hls_folders_in_a_public_bucket_equal_a_local_run(archive, s3_emulator, standin_dir,
+                                                          tmp_path):
+    root = s3_emulator.url(f"audio-orcasound-net/{NODE}/hls/")
+    env = without_credentials(tmp_path)
+    done = subprocess.run([sys.executable, "-c", LIST_FIRST, s3_emulator.endpoint, root],
+                          env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    first = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"\nno credentials: folders listed and a playlist read {first['seconds']:.2f} s after "
+          "start")
+    assert first["folders"] == 2 and first["head"] == "#EXTM3U" and first["seconds"] < 5.0
+    span = [f"--start={START.isoformat()}", f"--end={END.isoformat()}"]
+    out = tmp_path / "from-s3"
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.extract", "--runner=DirectRunner", f"--input={root}",
+         *span, f"--s3_endpoint_url={s3_emulator.endpoint}", f"--output={out}",
+         "--projector_point=none", *model_args(standin_dir)],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "requests are unsigned" in done.stderr
+    local = tmp_path / "local"
+    summary = extract.run([
+        f"--input={archive / 'audio-orcasound-net' / NODE / 'hls'}/", *span,
+        f"--output={local}", "--projector_point=none", *model_args(standin_dir)])
+    # exactly the overlapping segments: live001..live004 (the 0.02 s tail) of the first folder
+    # (live000 ends at 12.5 s, before --start), live000 and live001 of the second
+    expected = {(str(FIRST_S), f"live00{k}.ts") for k in (1, 2, 3, 4)} | {
+        (str(SECOND_S), "live000.ts"), (str(SECOND_S), "live001.ts")}
+    found = [json.loads(line) for path in sorted((out / "outcomes").glob("*.jsonl"))
+             for line in path.read_text().splitlines()]
+    for model in MODELS:
+        mine = {tuple(o["source"].rsplit("/", 2)[-2:]) for o in found if o["model"] == model}
+        assert mine == expected
+        assert summary["models"][model]["embedded"] == len(expected)
+    gaps = [o for o in found if o["status"] == "gap"]
+    assert [g["source"].rsplit("/", 1)[-1] for g in gaps] == []  # live002 is outside the range
+    playlist = parse_playlist((archive / "audio-orcasound-net" / NODE / "hls" / str(FIRST_S)
+                               / PLAYLIST_NAME).read_text())
+    offsets = dict(zip([s.name for s in playlist],
+                       np.cumsum([0.0] + [s.duration_s for s in playlist[:-1]]), strict=True))
+    stamps = {s.name: s.program_date_time.timestamp() for s in playlist}
+    FileSystems.set_options(PipelineOptions([f"--s3_endpoint_url={s3_emulator.endpoint}"]))
+    for model in MODELS:
+        remote, mine = rows_by_place(str(out), model), rows_by_place(str(local), model)
+        assert remote.keys() == mine.keys() and len(mine) >= 4
+        assert {key[:2] for key in mine} <= expected
+        for key, (utc, vector) in mine.items():
+            assert remote[key][0] == utc
+            np.testing.assert_array_equal(remote[key][1], vector)
+            folder_s = int(key[0])
+            if folder_s == SECOND_S:  # no date-times: the folder's name plus the durations
+                assert abs(utc.timestamp() - (folder_s + key[2])) <= 1e-3
+            else:  # the owner's date-time in the playlist plus the offset from its start
+                assert abs(stamps[key[1]] - (folder_s + 2.5 + offsets[key[1]])) <= 1e-3
+                expected_utc = stamps[key[1]] + key[2] - offsets[key[1]]
+                assert abs(utc.timestamp() - expected_utc) <= 1e-3
+            # the range picks whole segments (10 s): every window lies in one that overlaps it
+            assert START.timestamp() - 10.1 <= utc.timestamp() < END.timestamp() + 10.1
+
+
+def test_flac_archive_names_in_local_time(archive, s3_emulator, standin_dir, tmp_path):
+    pattern = s3_emulator.url(f"archive-orcasound-net/{NODE}/*.flac")
+    out = tmp_path / "flac"
+    summary = extract.run([
+        f"--input={pattern}", f"--s3_endpoint_url={s3_emulator.endpoint}", "--s3_anonymous",
+        "--file_time_format=%Y-%m-%d_%H-%M-%S", "--file_time_zone=America/Los_Angeles",
+        f"--output={out}", "--projector_point=none", "--model=yamnet",
+        f"--model_handle=yamnet={standin_dir / 'yamnet'}"])
+    assert summary["models"]["yamnet"]["embedded"] == 3
+    table = current_rows(latest_version_folder(str(out), "yamnet"))
+    assert table.num_rows == 3 * 62
+    starts = {f"{local:%Y-%m-%d_%H-%M-%S}": local.replace(tzinfo=PACIFIC).timestamp()
+              for local in FLAC_LOCAL}
+    for row in table.select(["source", "start_s", "start_utc", "time_source"]).to_pylist():
+        name = row["source"].rsplit("/", 1)[-1]
+        assert row["time_source"] == "file_name"
+        # 17:00 in Los Angeles (PDT, UTC-7) is midnight UTC
+        assert abs(row["start_utc"].timestamp() - (starts[name[:19]] + row["start_s"])) <= 1e-3
+    assert min(r.timestamp() for r in table.column("start_utc").to_pylist()) == FIRST_S
