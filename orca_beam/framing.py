@@ -130,6 +130,12 @@ class Place:
                          for o, s in zip(owners, start_s, strict=True)], np.float64)
 
 
+def default_warmup_units(spec: ModelSpec) -> int:
+    """Front-end units of real audio before a piece's first window: HUMPBACK_WARMUP_UNITS for
+    a PCEN front end (its smoothing state runs over the stream), else 0."""
+    return HUMPBACK_WARMUP_UNITS if spec.front_end.compression == "pcen" else 0
+
+
 def default_chunk_frames(spec: ModelSpec, chunk_s: float) -> int:
     """Embeddings per piece so that one piece holds about ``chunk_s`` seconds of audio."""
     return max(1, int(round(chunk_s / spec.hop_s)))
@@ -150,9 +156,7 @@ class Chunker:
         self.source = source
         self.channel = channel
         self.chunk_frames = chunk_frames
-        if warmup_units is None:
-            warmup_units = HUMPBACK_WARMUP_UNITS if spec.front_end.compression == "pcen" else 0
-        self.warmup_units = warmup_units
+        self.warmup_units = default_warmup_units(spec) if warmup_units is None else warmup_units
         self._buffer: list[np.ndarray] = []
         self._buffer_start = 0  # file sample index of the buffer's first sample
         self._buffer_len = 0
@@ -238,9 +242,7 @@ class RunChunker:
         self.source = source
         self.channel = channel
         self.chunk_frames = chunk_frames
-        if warmup_units is None:
-            warmup_units = HUMPBACK_WARMUP_UNITS if spec.front_end.compression == "pcen" else 0
-        self.warmup_units = warmup_units
+        self.warmup_units = default_warmup_units(spec) if warmup_units is None else warmup_units
         self.origin = origin
         self._next_frame = -(-max(valid_from, origin) // spec.hop_samples)
         self.owned_from: int | None = None

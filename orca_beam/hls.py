@@ -190,12 +190,16 @@ def decode_segments(items: Iterable[tuple[Segment, bytes]]) -> Iterator[Decoded 
     segment would lose the overlap of the first frame). Every packet's timestamp is checked: a
     jump since the previous packet's end is reported as ``gap_before_s`` and the decoder is reset
     there. A jump inside a segment splits it: one Decoded per continuous piece, in order (the
-    same ``segment``). An unreadable segment is reported and also resets the decoder."""
+    same ``segment``). An unreadable segment is reported and also resets the decoder; an empty
+    file is a Decoded with no samples (``first_pts_s`` None)."""
     import av
 
     decoder = None
     expected_pts = None
     for segment, data in items:
+        if not data:  # a 0-byte file (an upload that never completed): empty, not corrupt
+            yield Decoded(segment, np.zeros((0, 1), np.float32), 0, None, None)
+            continue
         pieces: list[Decoded] = []
         try:
             with av.open(io.BytesIO(data), format="mpegts") as container:

@@ -38,7 +38,14 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from orca_beam.audio import mono_block, resample_stream
-from orca_beam.framing import Owner, Piece, Place, RunChunker, default_chunk_frames
+from orca_beam.framing import (
+    Owner,
+    Piece,
+    Place,
+    RunChunker,
+    default_chunk_frames,
+    default_warmup_units,
+)
 from orca_beam.hls import (
     PLAYLIST_NAME,
     PTS_GAP_TOLERANCE_S,
@@ -255,14 +262,8 @@ class PlanFolders(beam.PTransform):
 def look_behind_s(specs: Sequence[ModelSpec]) -> float:
     """Seconds of audio before a span's first frame that make its frames equal to those of one
     pass: the longest window, the humpback PCEN warm-up and the decoder/resampler settling."""
-    from orca_beam.framing import HUMPBACK_WARMUP_UNITS
-
-    need = 0.0
-    for spec in specs:
-        warm = HUMPBACK_WARMUP_UNITS * spec.unit_hop_samples / spec.sample_rate_hz \
-            if spec.front_end.compression == "pcen" else 0.0
-        need = max(need, spec.window_s + warm)
-    return need + SETTLE_S
+    return SETTLE_S + max(spec.window_s + default_warmup_units(spec) * spec.unit_hop_samples
+                          / spec.sample_rate_hz for spec in specs)
 
 
 def form_spans(plan: FolderPlan, work: dict[str, tuple], span_s: float, behind_s: float
@@ -411,6 +412,7 @@ class _DecodeSpanFn(beam.DoFn):
                         data = handle.read()
                 except OSError as exc:
                     LOG.warning("could not read %s: %s", slot.path, exc)
+                    self.failed[i] = ("ReadError", f"{type(exc).__name__}: {exc}")
                     data = b""
                 if lo <= i < hi:
                     prints[i] = span.work.get(slot.path, ("", ""))[0] or fingerprint(
@@ -437,14 +439,15 @@ class _DecodeSpanFn(beam.DoFn):
             self.segments.inc()
             if item.first_pts_s is None or not len(item.samples):
                 if lo <= i < hi and i not in self.decoded:
-                    self.decoded[i] = (0.0, item.rate_hz, item.samples.shape[1])
+                    self.decoded[i] = (0.0, None, None)  # empty: no audio, no format
                 continue
             gap = item.gap_before_s
             if gap not in (None, 0.0) and lo <= i < hi and not missing_before:
                 self.gaps.inc()
                 slot = span.slots[i]
+                resumes_s = self._stream_s(item, i)
                 yield beam.pvalue.TaggedOutput(GAPS_TAG, gap_outcome(
-                    span.folder, slot.path, self._utc_before(i, gap), gap,
+                    span.folder, slot.path, self._utc_at(i, resumes_s - gap, resumes_s), gap,
                     f"MPEG-TS timestamps jump by {gap:.3f} s before {slot.segment.name}",
                     slot.time_source))
             if run is not None and not broke and gap in (None, 0.0):
@@ -517,9 +520,11 @@ class _DecodeSpanFn(beam.DoFn):
         return next(slots[k].time_source for k in range(i - 1, -1, -1)
                     if slots[k].start_utc_s is not None)
 
-    def _utc_before(self, i: int, gap_s: float) -> float | None:
+    def _utc_at(self, i: int, stream_s: float, resumes_s: float) -> float | None:
+        """UTC of stream second ``stream_s`` near slot ``i`` (its first sample is at its known
+        position, else at ``resumes_s``, where the audio resumes after a jump before it)."""
         utc = self._utc_of(i)
-        return None if utc is None else utc - gap_s
+        return None if utc is None else utc + stream_s - self.positions.get(i, resumes_s)
 
     # -- runs ---------------------------------------------------------------------------------
     def _stream_s(self, item: Decoded, i: int) -> float:

@@ -18,6 +18,7 @@ from benchmarks.hls_fixtures import write_hls_folder
 from orca_beam.hls import (
     FOLDER_PLUS_DURATIONS,
     PROGRAM_DATE_TIME,
+    PTS_WRAP_S,
     Decoded,
     Segment,
     Unreadable,
@@ -26,8 +27,10 @@ from orca_beam.hls import (
     order_segments,
     parse_datetime,
     parse_playlist,
+    pts_difference_s,
     segment_starts,
     select_folders,
+    unwrap_offset_s,
 )
 
 FOLDER_S = 1_633_046_400  # 2021-10-01T00:00:00Z
@@ -166,3 +169,17 @@ def test_a_missing_segment_is_a_timestamp_gap_and_a_corrupt_one_is_unreadable(fo
     assert isinstance(results[0], Decoded) and isinstance(results[2], Decoded)
     assert isinstance(results[1], Unreadable) and results[1].segment.number == 1
     assert re.search(r"\w", results[1].error)
+
+
+def test_mpeg_ts_times_across_the_33_bit_wrap():
+    """A folder longer than 26.5 h: its clock wraps, and the playlist's durations say how often."""
+    wrap = PTS_WRAP_S
+    assert pts_difference_s(5.0, wrap - 5.0) == pytest.approx(10.0)
+    assert pts_difference_s(wrap - 5.0, 5.0) == pytest.approx(-10.0)
+    assert unwrap_offset_s(pts_difference_s(100.0, 50.0), 50.0) == pytest.approx(50.0)
+    # 30 h into a folder the difference has wrapped once: the estimate picks the right turn
+    later = (50.0 + 30 * 3600) % wrap
+    assert unwrap_offset_s(pts_difference_s(later, 50.0), 30 * 3600 + 0.4) == pytest.approx(
+        30 * 3600)
+    assert unwrap_offset_s(pts_difference_s(later, 50.0), None) == pytest.approx(
+        30 * 3600 - wrap)

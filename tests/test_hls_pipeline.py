@@ -167,8 +167,8 @@ def test_growing_folder_reembeds_only_the_new_span(clean, standin_dir, tmp_path)
 
 @pytest.fixture(scope="module")
 def damaged(audio, standin_dir, tmp_path_factory):
-    """An older stereo folder (no date-times) with a timestamp jump, a missing segment, a corrupt
-    one, one not in the playlist and a 0.085 s last segment."""
+    """An older stereo folder (no date-times) with a timestamp jump, an empty segment, a missing
+    one, a corrupt one, one not in the playlist and a 0.085 s last segment."""
     base = tmp_path_factory.mktemp("hls_damaged")
     stereo = np.concatenate([audio, audio[::-1]], axis=1)
     # 57.085 s of audio, stamped over 60.085 s (the 3 s jump): the last segment is 0.085 s
@@ -177,6 +177,7 @@ def damaged(audio, standin_dir, tmp_path_factory):
                               jump_at_s=12.0, jump_s=3.0)
     playlist = parse_playlist((folder / PLAYLIST_NAME).read_text())
     (folder / "live003.ts").unlink()
+    (folder / "live002.ts").write_bytes(b"")  # an upload that never completed: empty
     (folder / "live005.ts").write_bytes(b"\x47" + bytes(187) + b"not a transport stream" * 100)
     lines = [line for line in (folder / PLAYLIST_NAME).read_text().splitlines()]
     at = lines.index("live004.ts")
@@ -194,6 +195,7 @@ def test_one_outcome_per_segment_and_a_row_per_gap(damaged):
             by_source.setdefault(outcome["source"].rsplit("/", 1)[-1], set()).add(
                 outcome["status"])
     assert by_source["live000.ts"] == {"embedded"}
+    assert by_source["live002.ts"] == {"empty"}
     assert by_source["live004.ts"] == {"not_in_playlist"}
     assert by_source["live005.ts"] == {"unreadable"}
     assert "live003.ts" not in by_source
@@ -202,7 +204,8 @@ def test_one_outcome_per_segment_and_a_row_per_gap(damaged):
     assert short.duration_s == pytest.approx(0.085, abs=0.01)
     for outcome in found:
         if outcome["model"]:
-            assert outcome["channels"] == (None if outcome["status"] == "unreadable" else 2)
+            assert outcome["channels"] == (None if outcome["status"] in ("unreadable", "empty")
+                                           else 2)
             assert outcome["stream"].endswith(f"/{FOLDER_S}/")
     unreadable = [o for o in found if o["status"] == "unreadable"]
     assert all(o["error"] for o in unreadable)
@@ -211,6 +214,9 @@ def test_one_outcome_per_segment_and_a_row_per_gap(damaged):
     jump, missing = gaps
     assert jump["duration_s"] == pytest.approx(3.0, abs=0.001)
     assert "MPEG-TS timestamps jump" in jump["error"]
+    # the audio stopped 12 s into the stream (inside live001.ts): the gap starts there
+    jump_start = datetime.fromisoformat(jump["start_utc"]).timestamp()
+    assert jump_start == pytest.approx(FOLDER_S + 12.0, abs=0.05)
     assert "missing from the folder" in missing["error"]
     assert missing["start_utc"] is not None and missing["duration_s"] > 9
     assert damaged["summary"]["streams"]["gaps"] == 2
@@ -220,7 +226,7 @@ def test_no_window_spans_a_gap_and_later_audio_keeps_its_time(damaged):
     playlist = damaged["playlist"]
     starts = np.concatenate([[0.0], np.cumsum([s.duration_s for s in playlist])])
     missing = [(starts[i], starts[i + 1]) for i, s in enumerate(playlist)
-               if s.name in ("live003.ts", "live005.ts")]
+               if s.name in ("live002.ts", "live003.ts", "live005.ts")]
     jump_at = 12.0 + 0.0  # the audio after the jump is stamped 3 s later
     for model in MODELS:
         table, _ = rows(damaged["base"] / "out", model)
