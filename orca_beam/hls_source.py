@@ -74,8 +74,9 @@ UNKNOWN_SEGMENT_S = 10.0
 #: Seconds of audio after a decoder / resampler start before a window may begin (the resampler
 #: settles within 0.1 s, measured; the AAC decoder within one 21 ms frame).
 SETTLE_S = 0.2
-#: Segments a span's fetching and decoding thread may run ahead of the model (60 s of audio).
-PREFETCH_SEGMENTS = 6
+#: Segments a span's fetching and decoding thread may run ahead of the model (two packed
+#: calls' worth of audio, so it has slack while the model runs).
+PREFETCH_SEGMENTS = 12
 #: Bytes read from a segment to find its first MPEG-TS time (a few packets).
 PTS_PROBE_BYTES = 64 * 1024
 
@@ -353,19 +354,63 @@ class FormSpans(beam.PTransform):
 
 @dataclass
 class _Run:
-    """One contiguous run of audio in a span: its chunkers and resamplers, where it began on
-    the native grid, and the owned segments' first samples (native grid)."""
+    """One contiguous run of audio in a span, on the producer's side: its resamplers, its first
+    sample on the native grid (moved to a sample every model rate divides), the samples of its
+    first segment before that, and where its next sample goes."""
 
     rate: int
     native_start: int
     native_end: int
-    skip: int  # samples of the first segment before the aligned start
+    skip: int
     resamplers: dict
-    chunkers: dict
-    bounds: list  # (native first sample, slot index) of owned segments, in order
+
+
+@dataclass
+class _Started:
+    """A run starts at slot ``i``: its first sample on the native grid; ``true_start``: after a
+    gap or at the folder's start (else after a decoder start in a span's look-behind)."""
+
+    i: int
+    rate: int
+    native_start: int
+    true_start: bool
+
+
+@dataclass
+class _Samples:
+    """Slot ``i``'s audio in the current run: blocks per model rate; ``native_first``: its first
+    (aligned) sample on the native grid; ``stream_s``: its first decoded sample's stream
+    second."""
+
+    i: int
+    blocks: dict
+    native_first: int
+    stream_s: float
+
+
+@dataclass
+class _Ended:
+    """The current run ends: the resamplers' last samples per rate."""
+
+    tails: dict
+
+
+@dataclass
+class _Note:
+    """What the decoder found about slot ``i``: ``kind`` is ``decoded`` (``value``: seconds,
+    rate, channels, added up over a split segment), ``empty``, ``failed`` (error class,
+    message) or ``gap`` (seconds, stream second where the audio resumes)."""
+
+    i: int
+    kind: str
+    value: tuple = ()
 
 
 class _DecodeSpanFn(beam.DoFn):
+    """One span: a producer thread fetches, decodes (one AAC decoder), finds the runs of audio
+    and resamples them (:meth:`_events`); this thread cuts the runs into pieces on the folder's
+    grid, places them, and reports each owned segment."""
+
     def __init__(self, specs: Sequence[ModelSpec], chunk_s: float, channel: int | None):
         self.all_specs = list(specs)
         self.chunk_s = chunk_s
@@ -375,7 +420,103 @@ class _DecodeSpanFn(beam.DoFn):
         self.gaps = Metrics.counter(NAMESPACE, "hls_gaps")
         self.audio_ms = Metrics.counter(NAMESPACE, "audio_ms_decoded")
 
-    # -- one span ---------------------------------------------------------------------------
+    # -- the producer (a background thread) ---------------------------------------------------
+    def _events(self, span: SpanWork, specs: list[ModelSpec]):
+        """Fetches and decodes the span's segments in order and yields _Note, _Started,
+        _Samples and _Ended events: the runs of audio, resampled once per model rate."""
+        from apache_beam.io.filesystems import FileSystems
+
+        from orca_beam.manifest import fingerprint
+
+        lo, hi = span.owned
+        index_of = {slot.segment.name: i for i, slot in enumerate(span.slots)}
+        rates = sorted({spec.sample_rate_hz for spec in specs})
+
+        def fetched():
+            for i, slot in enumerate(span.slots):
+                if not slot.segment.present:
+                    continue
+                try:
+                    with FileSystems.open(slot.path) as handle:
+                        data = handle.read()
+                except OSError as exc:
+                    LOG.warning("could not read %s: %s", slot.path, exc)
+                    self._read_errors[i] = ("ReadError", f"{type(exc).__name__}: {exc}")
+                    data = b""
+                if lo <= i < hi:
+                    self._prints[i] = span.work.get(slot.path, ("", ""))[0] or fingerprint(
+                        slot.path, data)
+                yield slot.segment, data
+
+        def ended(run):
+            if run is None:
+                return None
+            return _Ended({r: np.zeros(0, np.float32) if stream is None else
+                           stream.resample_chunk(np.zeros(0, np.float32), last=True)
+                           for r, stream in run.resamplers.items()})
+
+        run: _Run | None = None
+        broke, previous, decoded = span.starts_run, -1, {}
+        for item in decode_segments(fetched()):
+            i = index_of[item.segment.name]
+            missing_before = any(not span.slots[k].segment.present
+                                 for k in range(previous + 1, i))
+            previous = i
+            if missing_before:  # its gap row comes from the plan (PlanFolders)
+                yield from filter(None, [ended(run)])
+                run, broke = None, True
+            if not isinstance(item, Decoded):
+                yield from filter(None, [ended(run)])
+                run, broke = None, True
+                yield _Note(i, "failed", ("CorruptAudioError", item.error))
+                continue
+            if item.first_pts_s is None or not len(item.samples):
+                yield _Note(i, "empty")
+                continue
+            rate, channels = item.rate_hz, item.samples.shape[1]
+            if self.channel is not None and self.channel >= channels:
+                yield _Note(i, "failed", ("ChannelOutOfRangeError",
+                                          f"channel {self.channel} asked, segment has {channels}"))
+                continue
+            stream_s = self._stream_s(span, item.first_pts_s, i)
+            gap = item.gap_before_s
+            if gap not in (None, 0.0) and not missing_before:
+                yield _Note(i, "gap", (gap, stream_s))
+            elif run is not None and not broke and gap is not None:
+                drift = round(stream_s * rate) - run.native_end
+                if abs(drift) > PTS_GAP_TOLERANCE_S * rate:
+                    LOG.warning("%s: MPEG-TS time is %d samples off the decoded count; a new "
+                                "run starts there", span.slots[i].path, drift)
+                    gap = drift / rate
+            if run is None or broke or gap not in (None, 0.0):
+                yield from filter(None, [ended(run)])
+                step = int(np.lcm.reduce([rate // np.gcd(rate, r) for r in rates]))
+                first = round(stream_s * rate)
+                aligned = first + (-first) % step
+                run = _Run(rate, aligned, aligned, aligned - first,
+                           {r: resample_stream(rate, r) for r in rates})
+                yield _Started(i, rate, aligned, broke or gap not in (None, 0.0))
+                broke = False
+            samples = mono_block(item.samples, self.channel)
+            total = decoded.get(i, 0.0) + len(samples) / rate
+            decoded[i] = total
+            yield _Note(i, "decoded", (total, rate, channels))
+            native_first = run.native_end
+            samples, run.skip = samples[run.skip:], 0
+            run.native_end += len(samples)
+            yield _Samples(i, {r: samples if stream is None else stream.resample_chunk(samples)
+                               for r, stream in run.resamplers.items()}, native_first, stream_s)
+        yield from filter(None, [ended(run)])
+
+    @staticmethod
+    def _stream_s(span: SpanWork, first_pts_s: float, i: int) -> float:
+        """Stream seconds of a decoded piece's first sample, from its MPEG-TS time."""
+        slot = span.slots[i]
+        estimate = None if slot.offset_s is None else slot.offset_s - span.origin_offset_s
+        return span.origin_offset_s + unwrap_offset_s(
+            pts_difference_s(first_pts_s, span.origin_pts_s), estimate)
+
+    # -- the consumer (this thread) -------------------------------------------------------------
     def process(self, span: SpanWork):
         from orca_beam.transforms import (
             DECODE_NICENESS,
@@ -386,116 +527,99 @@ class _DecodeSpanFn(beam.DoFn):
         )
 
         self.span = span
-        self.specs = [spec for spec in self.all_specs if spec.name in span.models]
+        specs = [spec for spec in self.all_specs if spec.name in span.models]
         self.channel_index = -1 if self.channel is None else self.channel
         lo, hi = span.owned
-        self.expected = {i: dict.fromkeys((s.name for s in self.specs), 0) for i in range(lo, hi)}
-        self.decoded: dict[int, tuple] = {}
-        self.failed: dict[int, tuple] = {}
+        self.expected = {i: dict.fromkeys((s.name for s in specs), 0) for i in range(lo, hi)}
         self.positions: dict[int, float] = {}  # slot -> stream seconds of its first sample
-        prints: dict[int, str] = {}
-        index_of = {slot.segment.name: i for i, slot in enumerate(span.slots)}
-        run: _Run | None = None
-        broke = span.starts_run
-        previous = -1
-
-        def fetched():
-            from apache_beam.io.filesystems import FileSystems
-
-            from orca_beam.manifest import fingerprint
-
-            for i, slot in enumerate(span.slots):
-                if not slot.segment.present:
-                    continue
-                try:
-                    with FileSystems.open(slot.path) as handle:
-                        data = handle.read()
-                except OSError as exc:
-                    LOG.warning("could not read %s: %s", slot.path, exc)
-                    self.failed[i] = ("ReadError", f"{type(exc).__name__}: {exc}")
-                    data = b""
+        self._prints: dict[int, str] = {}
+        self._read_errors: dict[int, tuple] = {}
+        decoded: dict[int, tuple] = {}
+        failed: dict[int, tuple] = {}
+        chunkers: dict[str, RunChunker] = {}
+        run_rate, bounds = 0, []  # owned segments' first samples (native grid) in this run
+        # about three events per segment (decoded note, samples, a run's start or end)
+        for event in prefetched(lambda: self._events(span, specs), 3 * PREFETCH_SEGMENTS,
+                                niceness=DECODE_NICENESS):
+            if isinstance(event, _Note):
+                i, owned = event.i, lo <= event.i < hi
+                if event.kind == "failed":
+                    self.unreadable.inc()
+                    if owned:
+                        failed[i] = event.value
+                elif event.kind == "gap" and owned:
+                    self.gaps.inc()
+                    gap, resumes_s = event.value
+                    slot = span.slots[i]
+                    yield beam.pvalue.TaggedOutput(GAPS_TAG, gap_outcome(
+                        span.folder, slot.path, self._utc_at(i, resumes_s - gap, resumes_s),
+                        gap, f"MPEG-TS timestamps jump by {gap:.3f} s before "
+                        f"{slot.segment.name}", slot.time_source))
+                elif event.kind == "decoded" and owned:
+                    before = decoded.get(i, (0.0,))[0]
+                    decoded[i] = event.value
+                    self.audio_ms.inc(int(1000 * (event.value[0] - before)))
+                    Progress.add(audio_s=event.value[0] - before)
+                elif event.kind == "empty" and owned:
+                    decoded.setdefault(i, (0.0, None, None))
+                if event.kind in ("decoded", "empty"):
+                    self.segments.inc()
+            elif isinstance(event, _Started):
+                run_rate, bounds = event.rate, []
+                chunkers = {}
+                for spec in specs:
+                    origin = event.native_start * spec.sample_rate_hz // event.rate
+                    settle = 0 if event.true_start else round(
+                        (look_behind_s([spec]) - spec.window_s) * spec.sample_rate_hz)
+                    chunkers[spec.name] = RunChunker(
+                        spec, span.folder, channel=self.channel_index,
+                        chunk_frames=default_chunk_frames(spec, self.chunk_s), origin=origin,
+                        valid_from=origin + settle)
+            elif isinstance(event, _Samples):
+                i = event.i
+                self.positions.setdefault(i, event.stream_s)
                 if lo <= i < hi:
-                    prints[i] = span.work.get(slot.path, ("", ""))[0] or fingerprint(
-                        slot.path, data)
-                yield slot.segment, data
-
-        # segments are fetched and decoded in a low-priority thread, ahead of the model
-        for item in prefetched(lambda: decode_segments(fetched()), PREFETCH_SEGMENTS,
-                               niceness=DECODE_NICENESS):
-            i = index_of[item.segment.name]
-            missing_before = any(not span.slots[k].segment.present
-                                 for k in range(previous + 1, i))
-            if missing_before:  # its gap row comes from the plan (PlanFolders)
-                yield from self._close(run)
-                run, broke = None, True
-            previous = i
-            if not isinstance(item, Decoded):
-                yield from self._close(run)
-                run, broke = None, True
-                self.unreadable.inc()
-                if lo <= i < hi:
-                    self.failed[i] = ("CorruptAudioError", item.error)
-                continue
-            self.segments.inc()
-            if item.first_pts_s is None or not len(item.samples):
-                if lo <= i < hi and i not in self.decoded:
-                    self.decoded[i] = (0.0, None, None)  # empty: no audio, no format
-                continue
-            gap = item.gap_before_s
-            if gap not in (None, 0.0) and lo <= i < hi and not missing_before:
-                self.gaps.inc()
-                slot = span.slots[i]
-                resumes_s = self._stream_s(item, i)
-                yield beam.pvalue.TaggedOutput(GAPS_TAG, gap_outcome(
-                    span.folder, slot.path, self._utc_at(i, resumes_s - gap, resumes_s), gap,
-                    f"MPEG-TS timestamps jump by {gap:.3f} s before {slot.segment.name}",
-                    slot.time_source))
-            if run is not None and not broke and gap in (None, 0.0):
-                drift = round(self._stream_s(item, i) * item.rate_hz) - run.native_end
-                if abs(drift) > PTS_GAP_TOLERANCE_S * item.rate_hz:
-                    LOG.warning("%s: MPEG-TS time is %d samples off the decoded count; a new "
-                                "run starts there", span.slots[i].path, drift)
-                    gap = drift / item.rate_hz
-            if run is None or broke or gap not in (None, 0.0):
-                yield from self._close(run)
-                run = self._start(item, i, true_start=broke or gap not in (None, 0.0))
-                broke = False
-            channels = item.samples.shape[1]
-            if self.channel is not None and self.channel >= channels:
-                if lo <= i < hi:
-                    self.failed[i] = ("ChannelOutOfRangeError",
-                                      f"channel {self.channel} asked, segment has {channels}")
-                continue
-            samples = mono_block(item.samples, self.channel)
-            if lo <= i < hi:
-                before = self.decoded.get(i, (0.0,))[0]  # a segment split by a jump adds up
-                self.decoded[i] = (before + len(samples) / item.rate_hz, item.rate_hz, channels)
-                self.audio_ms.inc(int(1000 * len(samples) / item.rate_hz))
-                Progress.add(audio_s=len(samples) / item.rate_hz)
-            yield from self._push(run, i, samples)
-        yield from self._close(run)
+                    bounds.append((event.native_first, i))
+                for spec in specs:
+                    at = -(-event.native_first * spec.sample_rate_hz // run_rate)
+                    chunker = chunkers[spec.name]
+                    if lo <= i < hi and chunker.owned_from is None:
+                        chunker.own(owned_from=at)
+                    elif i >= hi:
+                        chunker.own(owned_to=at)
+                    for piece in chunker.push(event.blocks[spec.sample_rate_hz]):
+                        yield self._placed(spec, piece, run_rate, bounds)
+            elif isinstance(event, _Ended):
+                for spec in specs:
+                    chunker = chunkers[spec.name]
+                    pieces = [*chunker.push(event.tails[spec.sample_rate_hz]),
+                              *chunker.finish()]
+                    for piece in pieces:
+                        yield self._placed(spec, piece, run_rate, bounds)
+                chunkers = {}
+        failed.update(self._read_errors)
 
         for i in range(lo, hi):
             slot = span.slots[i]
             if not slot.segment.present:
                 continue
-            fingerprint_, compared = prints.get(i, ""), span.work.get(slot.path, ("", ""))[1]
+            fingerprint_, compared = self._prints.get(i, ""), span.work.get(
+                slot.path, ("", ""))[1]
             yield beam.pvalue.TaggedOutput(SOURCES_TAG, SourceState(
                 slot.path, slot.size_bytes, fingerprint_, span.models, slot.mtime_s,
                 compared or "new"))
-            clock = dict(stream=span.folder, start_utc=_iso(self._utc_of(i)),
-                         time_source=self._time_source_of(i), in_playlist=slot.segment.in_playlist)
             record = dict(size_bytes=slot.size_bytes, fingerprint=fingerprint_,
-                          models=span.models, **clock)
-            if i in self.failed or i not in self.decoded:
-                error_class, error = self.failed.get(i, ("MissingRecord",
-                                                         "segment was never decoded"))
+                          models=span.models, stream=span.folder, start_utc=_iso(self._utc_of(i)),
+                          time_source=self._time_source_of(i),
+                          in_playlist=slot.segment.in_playlist)
+            if i in failed or i not in decoded:
+                error_class, error = failed.get(i, ("MissingRecord", "segment was never decoded"))
                 yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure(
                     slot.path, "", "decode", error_class, error))
                 yield beam.pvalue.TaggedOutput(FILES_TAG, FileRecord(
                     slot.path, None, None, None, self.channel_index, {}, **record))
                 continue
-            duration, rate, channels = self.decoded[i]
+            duration, rate, channels = decoded[i]
             Progress.add(files=1)
             yield beam.pvalue.TaggedOutput(FILES_TAG, FileRecord(
                 slot.path, duration, rate, channels, self.channel_index, self.expected[i],
@@ -526,86 +650,22 @@ class _DecodeSpanFn(beam.DoFn):
         utc = self._utc_of(i)
         return None if utc is None else utc + stream_s - self.positions.get(i, resumes_s)
 
-    # -- runs ---------------------------------------------------------------------------------
-    def _stream_s(self, item: Decoded, i: int) -> float:
-        """Stream seconds of a decoded segment's first sample, from its MPEG-TS time."""
-        span, slot = self.span, self.span.slots[i]
-        estimate = None if slot.offset_s is None else slot.offset_s - span.origin_offset_s
-        return span.origin_offset_s + unwrap_offset_s(
-            pts_difference_s(item.first_pts_s, span.origin_pts_s), estimate)
-
-    def _start(self, item: Decoded, i: int, *, true_start: bool) -> _Run:
-        """A new run at segment ``i``: its first sample's place on the native grid, moved up to
-        the next sample every model rate divides exactly (so resampled grids agree). After a
-        decoder start that is not the run's true start (a span's look-behind), frames begin
-        only once the resampler and the humpback PCEN have settled."""
-        rate = item.rate_hz
-        step = int(np.lcm.reduce([rate // np.gcd(rate, s.sample_rate_hz) for s in self.specs]))
-        first = round(self._stream_s(item, i) * rate)
-        start = first + (-first) % step
-        chunkers = {}
-        for spec in self.specs:
-            origin = start * spec.sample_rate_hz // rate
-            settle = 0 if true_start else round(
-                (look_behind_s([spec]) - spec.window_s) * spec.sample_rate_hz)
-            chunkers[spec.name] = RunChunker(
-                spec, self.span.folder, channel=self.channel_index,
-                chunk_frames=default_chunk_frames(spec, self.chunk_s), origin=origin,
-                valid_from=origin + settle)
-        resamplers = {r: resample_stream(rate, r) for r in {s.sample_rate_hz for s in self.specs}}
-        return _Run(rate, start, start, start - first, resamplers, chunkers, [])
-
-    def _push(self, run: _Run, i: int, samples: np.ndarray):
-        """Feeds segment ``i``'s mono samples to the run; yields the pieces completed."""
-        lo, hi = self.span.owned
-        self.positions.setdefault(i, (run.native_end - run.skip) / run.rate)
-        samples, run.skip = samples[run.skip:], 0
-        seg_start = run.native_end
-        if lo <= i < hi:
-            run.bounds.append((seg_start, i))
-        for spec in self.specs:
-            at = -(-seg_start * spec.sample_rate_hz // run.rate)
-            chunker = run.chunkers[spec.name]
-            if lo <= i < hi and chunker.owned_from is None:
-                chunker.own(owned_from=at)
-            elif i >= hi:
-                chunker.own(owned_to=at)
-        run.native_end += len(samples)
-        for target, stream in run.resamplers.items():
-            block = samples if stream is None else stream.resample_chunk(samples)
-            yield from self._pieces(run, target, block)
-
-    def _pieces(self, run: _Run, target: int, block: np.ndarray, finish: bool = False):
-        for spec in self.specs:
-            if spec.sample_rate_hz != target:
-                continue
-            chunker = run.chunkers[spec.name]
-            for piece in (chunker.finish() if finish else chunker.push(block)):
-                yield beam.pvalue.TaggedOutput(spec.name, self._placed(run, spec, piece))
-
-    def _close(self, run: _Run | None):
-        if run is None:
-            return
-        for target, stream in run.resamplers.items():
-            tail = np.zeros(0, np.float32) if stream is None else stream.resample_chunk(
-                np.zeros(0, np.float32), last=True)
-            yield from self._pieces(run, target, tail)
-            yield from self._pieces(run, target, tail, finish=True)
-
-    def _placed(self, run: _Run, spec: ModelSpec, piece: Piece) -> Piece:
-        """The piece with its Place: each frame's owner is the segment its last sample is in."""
-        starts = np.array([-(-b * spec.sample_rate_hz // run.rate) for b, _ in run.bounds])
+    def _placed(self, spec: ModelSpec, piece: Piece, rate: int, bounds: list):
+        """The piece, tagged for its model, with its Place: each frame's owner is the segment
+        its last sample is in."""
+        starts = np.array([-(-b * spec.sample_rate_hz // rate) for b, _ in bounds])
         frames = np.arange(piece.first_frame, piece.first_frame + piece.num_frames)
         last = frames * spec.hop_samples + spec.window_samples - 1
         which = np.searchsorted(starts, last, "right") - 1
         owners = []
         for k in dict.fromkeys(which.tolist()):
-            i = run.bounds[k][1]
+            i = bounds[k][1]
             first = int(frames[np.argmax(which == k)])
             self.expected[i][spec.name] += int(np.sum(which == k))
             owners.append(Owner(first, self.span.slots[i].path, self.positions[i],
                                 self._utc_of(i), self._time_source_of(i)))
-        return replace(piece, place=Place(self.span.folder, tuple(owners)))
+        return beam.pvalue.TaggedOutput(
+            spec.name, replace(piece, place=Place(self.span.folder, tuple(owners))))
 
 
 class DecodeSpans(beam.PTransform):

@@ -30,7 +30,7 @@ MODELS = ["vggish", "yamnet", "humpback", "birdnet"]
 FIRST_S = 1_633_046_400  # 2021-10-01T00:00:00Z: the first folder; the second an hour later
 SECOND_S = FIRST_S + 3600
 START = datetime.fromtimestamp(FIRST_S + 15, UTC)  # inside live001 of the first folder
-END = datetime.fromtimestamp(SECOND_S + 15, UTC)  # inside live001 of the second
+END = datetime.fromtimestamp(SECOND_S + 25, UTC)  # inside live002 of the second (missing)
 PACIFIC = ZoneInfo("America/Los_Angeles")
 FLAC_LOCAL = [datetime(2021, 9, 30, 17, 0, 0) + timedelta(seconds=30 * k) for k in range(3)]
 NODE = "rpi_test_node"
@@ -71,8 +71,9 @@ def rows_by_place(output: str, model: str) -> dict[tuple, tuple]:
 
 @pytest.fixture(scope="module")
 def archive(orca_calls, s3_emulator, tmp_path_factory):
-    """The node's two HLS folders (the first with date-times, mono; the second older: no
-    date-times, stereo, live002.ts missing) and three FLAC files, locally and in the bucket."""
+    """The node's two HLS folders (the first with date-times, mono, live003.ts corrupt; the
+    second older: no date-times, stereo, live002.ts missing) and three FLAC files, locally and
+    in the bucket."""
     base = tmp_path_factory.mktemp("archive")
     samples, rate = sf.read(str(orca_calls / "hydrophone" / "210825-1925_L-highlight.wav"),
                             dtype="float32", always_2d=True)
@@ -84,6 +85,8 @@ def archive(orca_calls, s3_emulator, tmp_path_factory):
     second = write_hls_folder(np.concatenate([mono, mono[::-1]], axis=1), hls / str(SECOND_S),
                               date_times=False)
     (second / "live002.ts").unlink()
+    first = hls / str(FIRST_S)
+    (first / "live003.ts").write_bytes(b"\x47" + bytes(187) + b"not a transport stream" * 100)
     flac = base / "archive-orcasound-net" / NODE
     flac.mkdir(parents=True)
     for k, local in enumerate(FLAC_LOCAL):
@@ -119,17 +122,22 @@ def test_hls_folders_in_a_public_bucket_equal_a_local_run(archive, s3_emulator, 
         f"--input={archive / 'audio-orcasound-net' / NODE / 'hls'}/", *span,
         f"--output={local}", "--projector_point=none", *model_args(standin_dir)])
     # exactly the overlapping segments: live001..live004 (the 0.02 s tail) of the first folder
-    # (live000 ends at 12.5 s, before --start), live000 and live001 of the second
+    # (live000 ends at 12.5 s, before --start; live003 is corrupt), live000 and live001 of the
+    # second (its live002 is missing: a gap row)
     expected = {(str(FIRST_S), f"live00{k}.ts") for k in (1, 2, 3, 4)} | {
         (str(SECOND_S), "live000.ts"), (str(SECOND_S), "live001.ts")}
     found = [json.loads(line) for path in sorted((out / "outcomes").glob("*.jsonl"))
              for line in path.read_text().splitlines()]
     for model in MODELS:
-        mine = {tuple(o["source"].rsplit("/", 2)[-2:]) for o in found if o["model"] == model}
-        assert mine == expected
-        assert summary["models"][model]["embedded"] == len(expected)
+        mine = {tuple(o["source"].rsplit("/", 2)[-2:]): o["status"] for o in found
+                if o["model"] == model}
+        assert mine.keys() == expected
+        assert mine[(str(FIRST_S), "live003.ts")] == "unreadable"
+        assert summary["models"][model]["embedded"] == len(expected) - 1
+        assert summary["models"][model]["unreadable"] == 1
     gaps = [o for o in found if o["status"] == "gap"]
-    assert [g["source"].rsplit("/", 1)[-1] for g in gaps] == []  # live002 is outside the range
+    assert [g["source"].rsplit("/", 2)[-2:] for g in gaps] == [[str(SECOND_S), "live002.ts"]]
+    assert gaps[0]["start_utc"].startswith("2021-10-01T01:00:20")
     playlist = parse_playlist((archive / "audio-orcasound-net" / NODE / "hls" / str(FIRST_S)
                                / PLAYLIST_NAME).read_text())
     offsets = dict(zip([s.name for s in playlist],
@@ -152,6 +160,7 @@ def test_hls_folders_in_a_public_bucket_equal_a_local_run(archive, s3_emulator, 
                 assert abs(utc.timestamp() - expected_utc) <= 1e-3
             # the range picks whole segments (10 s): every window lies in one that overlaps it
             assert START.timestamp() - 10.1 <= utc.timestamp() < END.timestamp() + 10.1
+            assert key[:2] != (str(FIRST_S), "live003.ts")  # no row from the corrupt segment
 
 
 def test_flac_archive_names_in_local_time(archive, s3_emulator, standin_dir, tmp_path):

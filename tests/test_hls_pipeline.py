@@ -238,3 +238,27 @@ def test_no_window_spans_a_gap_and_later_audio_keeps_its_time(damaged):
             assert row["time_source"] == "folder_plus_durations"
             # the folder's name plus the real durations: the time of each row is its offset
             assert abs(row["start_utc"].timestamp() - (FOLDER_S + row["start_s"])) <= 1e-3
+
+
+def test_segment_numbers_past_999_keep_the_stream_in_order(clean, standin_dir, tmp_path):
+    """live1000.ts follows live999.ts (a folder of more than 1,000 segments): the same stream
+    under the numbers 997.. gives the same rows, each owned by the renamed segment."""
+    folder = tmp_path / "hls" / str(FOLDER_S)
+    folder.mkdir(parents=True)
+    renamed = {s.name: f"live{997 + k}.ts" for k, s in enumerate(clean["segments"])}
+    for old, new in renamed.items():
+        shutil.copy2(clean["folder"] / old, folder / new)
+    text = (clean["folder"] / PLAYLIST_NAME).read_text()
+    (folder / PLAYLIST_NAME).write_text("\n".join(
+        renamed.get(line, line) for line in text.splitlines()) + "\n")
+    run([f"--input={tmp_path / 'hls'}/", *RANGE], tmp_path / "out", standin_dir, ["yamnet"])
+    table, got = rows(tmp_path / "out", "yamnet")
+    one_table, one = rows(clean["base"] / "one_span", "yamnet")
+    assert sorted(got) == sorted(one)
+    assert max(relative(got[k], one[k]) for k in one) <= 1e-6
+    owners = dict(zip(table.column("start_s").to_pylist(), table.column("source").to_pylist(),
+                      strict=True))
+    for start, source in zip(one_table.column("start_s").to_pylist(),
+                             one_table.column("source").to_pylist(), strict=True):
+        assert owners[start].rsplit("/", 1)[-1] == renamed[source.rsplit("/", 1)[-1]]
+    assert {"live999.ts", "live1000.ts"} <= {s.rsplit("/", 1)[-1] for s in owners.values()}
