@@ -58,6 +58,7 @@ from orca_beam.hls import (
     parse_playlist,
     pts_difference_s,
     segment_starts,
+    select_folders,
     unwrap_offset_s,
 )
 from orca_beam.incremental import MatchedFile
@@ -156,6 +157,28 @@ def list_folders(root: str, options=None) -> list[str]:
     found = FileSystems.match([root + "*"])[0].metadata_list
     return sorted({root + meta.path[len(root):].split("/", 1)[0] + "/" for meta in found
                    if "/" in meta.path[len(root):]})
+
+
+def folders_in_range(root: str, start: datetime, end: datetime, s3: dict | None = None
+                     ) -> list[str]:
+    """The folders under ``root`` that can overlap ``[start, end)`` (``hls.select_folders``),
+    listed with the s3:// settings ``s3`` (``s3.s3_settings`` of the pipeline options)."""
+    return select_folders(list_folders(root, s3), start, end)
+
+
+class ListFolders(beam.PTransform):
+    """HLS roots -> the folders that can overlap ``[start, end)``, listed when the pipeline runs
+    (a Dataflow template run every night sees that night's folders)."""
+
+    def __init__(self, start: datetime, end: datetime, s3: dict | None = None):
+        super().__init__()
+        self.start = start
+        self.end = end
+        self.s3 = s3
+
+    def expand(self, roots):
+        return roots | "ListAndChoose" >> beam.FlatMap(folders_in_range, self.start, self.end,
+                                                        self.s3)
 
 
 def plan_folder(folder: str, start: datetime, end: datetime

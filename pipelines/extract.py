@@ -27,14 +27,14 @@ from apache_beam.options.pipeline_options import (
 )
 
 from orca_beam.annotations import REJECTED, load_mapping, parse_annotations
-from orca_beam.hls import select_folders
 from orca_beam.hls_source import (
     FOLDERS_TAG,
     GAPS_TAG,
     DecodeSpans,
     FormSpans,
+    ListFolders,
     PlanFolders,
-    list_folders,
+    folders_in_range,
     look_behind_s,
 )
 from orca_beam.incremental import (
@@ -56,6 +56,7 @@ from orca_beam.options import ExtractOptions, label_table
 from orca_beam.projector.export import projector_dir
 from orca_beam.projector.stage import ExportProjector
 from orca_beam.records import FAILED, segment_schema
+from orca_beam.s3 import s3_settings
 from orca_beam.segments import (
     OUTCOMES_TAG,
     PLANNED_TAG,
@@ -173,33 +174,33 @@ def embed_and_write(pieces, options: ExtractOptions, handles: dict[str, str], ve
     return counts, failures, shards
 
 
-def hls_folders(options: ExtractOptions) -> list[str]:
-    """The HLS folders of every --input root that can overlap --start/--end (listed here, in the
-    launcher: one delimiter listing per root). ValueError when there are none."""
+def check_hls_inputs(options: ExtractOptions) -> None:
+    """Raises ValueError when no --input root has a folder that can overlap --start/--end (one
+    delimiter listing per root, in the launcher; the pipeline lists them again when it runs)."""
     start, end = options.hls_range()
-    folders = []
+    found = 0
     for root in options.input_patterns():
-        found = list_folders(root, options)
-        chosen = select_folders(found, start, end)
-        LOG.info("%s: %d folders, %d can overlap %s .. %s", root, len(found), len(chosen),
-                 start.isoformat(), end.isoformat())
-        folders += chosen
-    if not folders:
+        chosen = folders_in_range(root, start, end, s3_settings(options))
+        LOG.info("%s: %d folders can overlap %s .. %s", root, len(chosen), start.isoformat(),
+                 end.isoformat())
+        found += len(chosen)
+    if not found:
         raise ValueError(f"no HLS folder under {options.input_patterns()} can overlap "
                          f"{start.isoformat()} .. {end.isoformat()} (folders are named by their "
                          "unix start time: <node>/hls/<seconds>/)")
-    return folders
 
 
-def add_plan(pipeline: beam.Pipeline, options: ExtractOptions, versions: dict,
-             folders: list[str] | None = None):
-    """Adds the listing and the plan: matched files (with ``folders``: the HLS segments in
-    --start/--end) joined by source with each model version's previous entries (read at run
-    time). Returns PlanSources' tagged outputs and, for HLS, PlanFolders' (else None)."""
+def add_plan(pipeline: beam.Pipeline, options: ExtractOptions, versions: dict):
+    """Adds the listing and the plan: matched files (with --start/--end: the HLS segments in
+    range, the folders listed when the pipeline runs) joined by source with each model version's
+    previous entries (read at run time). Returns PlanSources' tagged outputs and, for HLS,
+    PlanFolders' (else None)."""
     listed = None
-    if folders is not None:
-        start, end = options.hls_range()
-        listed = (pipeline | "ListFolders" >> beam.Create(folders)
+    hls = options.hls_range()
+    if hls is not None:
+        start, end = hls
+        listed = (pipeline | "HlsRoots" >> beam.Create(options.input_patterns())
+                  | "ListFolders" >> ListFolders(start, end, s3_settings(options))
                   | "PlanFolders" >> PlanFolders(start, end))
         files = listed.segments
     else:
@@ -210,7 +211,7 @@ def add_plan(pipeline: beam.Pipeline, options: ExtractOptions, versions: dict,
             version.folder(options.output))
     return inputs | "PlanSources" >> PlanSources(
         list(versions), force=options.force, verify_content=options.verify_content,
-        keep_unmatched=folders is not None), listed
+        keep_unmatched=hls is not None), listed
 
 
 def planned_counts(planned) -> dict:
@@ -219,15 +220,15 @@ def planned_counts(planned) -> dict:
 
 
 def build(pipeline: beam.Pipeline, options: ExtractOptions, handles: dict[str, str],
-          versions: dict, run_id: str, labels=None, folders: list[str] | None = None) -> None:
+          versions: dict, run_id: str, labels=None) -> None:
     """Adds the extraction stages to ``pipeline``: match -> plan against each version's
     manifest (unchanged files go no further) -> decode + frame -> RunInference -> shards ->
     outcomes -> manifest entries + commit -> projector (from the version's current rows, only
     when they or the labels changed). ``labels``: the LabelTable of --label_table, or None.
-    ``folders``: HLS input (see :func:`hls_folders`): segments are the sources, decoded as
-    continuous streams in time ranges, and each gap is one more outcome row."""
+    With --start/--end (HLS input) segments are the sources, decoded as continuous streams in
+    time ranges, and each gap is one more outcome row."""
     specs = options.model_specs()
-    planned, listed = add_plan(pipeline, options, versions, folders)
+    planned, listed = add_plan(pipeline, options, versions)
     plan_dict = planned_counts(planned) | "SummarisePlan" >> SummarisePlan()
     gaps = []
     if listed is not None:
@@ -267,7 +268,7 @@ def build(pipeline: beam.Pipeline, options: ExtractOptions, handles: dict[str, s
 PLAN_NAME = "plan.json"
 
 
-def plan(options: ExtractOptions, versions: dict, folders: list[str] | None = None) -> dict:
+def plan(options: ExtractOptions, versions: dict) -> dict:
     """What a run would do, without decoding anything: a Beam job (same runner) that lists the
     inputs and joins them with each version's manifest, then writes ``<output>/plan.json``.
     Returns, per model, the count of sources that are new, changed, to retry (failed before),
@@ -276,7 +277,7 @@ def plan(options: ExtractOptions, versions: dict, folders: list[str] | None = No
 
     path = f"{options.output.rstrip('/')}/{PLAN_NAME}"
     pipeline = beam.Pipeline(options=options)
-    planned, _ = add_plan(pipeline, options, versions, folders)
+    planned, _ = add_plan(pipeline, options, versions)
 
     def write(plan_dict: dict) -> None:
         out = {}
@@ -372,9 +373,10 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         annotations = read_annotations(options)
         LOG.info("%d annotation rows over %d files, audio root %s", len(annotations[2]),
                  len(group_by_file(annotations[2])), options.input_patterns()[0])
-    folders = None
+    template = options.view_as(GoogleCloudOptions).template_location
     if options.hls_range() is not None:
-        folders = hls_folders(options)
+        if not template:  # a template lists its folders when it runs
+            check_hls_inputs(options)
     elif annotations is None:
         check_inputs(options.input_patterns())
     handles = options.model_handles()
@@ -387,7 +389,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     if options.plan:
         if annotations is not None:
             raise ValueError("--plan applies to file mode (segments mode always runs in full)")
-        planned = plan(options, versions, folders)
+        planned = plan(options, versions)
         for name, counts in planned.items():
             print(f"{name} {counts['version']}: new {counts['new']}, changed {counts['changed']},"
                   f" retry {counts['retry']}, unchanged {counts['unchanged']}, deleted "
@@ -400,7 +402,6 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     Progress.restart()
     started = time.perf_counter()
     pipeline = test_pipeline or beam.Pipeline(options=options)
-    template = options.view_as(GoogleCloudOptions).template_location
     if annotations is not None:
         if not template:
             _clear_previous_run(options.output, ["segments", "segments_rejected"])
@@ -409,7 +410,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         LOG.info("inputs %s (run %s)", options.input_patterns(), run_id)
         if not template:
             _clear_previous_run(options.output, ["outcomes", "errors"])
-        build(pipeline, options, handles, versions, run_id, labels, folders)
+        build(pipeline, options, handles, versions, run_id, labels)
     result = pipeline.run()
     if template:  # a classic template was written instead of running a job
         LOG.info("Dataflow template written to %s (stage files under %s)", template,
