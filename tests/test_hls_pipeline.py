@@ -152,11 +152,14 @@ def test_growing_folder_reembeds_only_the_new_span(clean, standin_dir, tmp_path)
         if not (live / path.name).exists():
             shutil.copy2(path, live / path.name)
     shutil.copy2(source / PLAYLIST_NAME, live / PLAYLIST_NAME)
+    planned = run([f"--input={tmp_path / 'hls'}/", *RANGE, "--plan"], tmp_path / "out",
+                  standin_dir)["plan"]
     second = run([f"--input={tmp_path / 'hls'}/", *RANGE], tmp_path / "out", standin_dir)
     total = len(clean["segments"])
     for model in MODELS:
         plan = second["versions"][model]["plan"]
         assert (plan["unchanged"], plan["new"]) == (4, total - 4)
+        assert (planned[model]["unchanged"], planned[model]["new"]) == (4, total - 4)
         assert first["models"][model]["embedded"] == 4
         assert second["models"][model]["embedded"] == total - 4
         _, grown = rows(tmp_path / "out", model)
