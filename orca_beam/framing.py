@@ -122,10 +122,11 @@ class Place:
         index = np.searchsorted(starts, np.arange(first_frame, first_frame + count), "right") - 1
         return [self.owners[max(0, int(i))] for i in index]
 
-    def row_times_utc_s(self, first_frame: int, start_s: np.ndarray) -> np.ndarray:
-        """UTC start (seconds since the epoch; NaN when unknown) of each row whose stream start
-        is ``start_s``: its owner's UTC time plus the offset from the owner's first sample."""
-        owners = self.row_owners(first_frame, len(start_s))
+    @staticmethod
+    def row_times_utc_s(owners: list[Owner], start_s: np.ndarray) -> np.ndarray:
+        """UTC start (seconds since the epoch; NaN when unknown) of each row, given its owner
+        (:meth:`row_owners`) and its stream start ``start_s``: the owner's UTC time plus the
+        offset from the owner's first sample."""
         return np.array([np.nan if o.start_utc_s is None else o.start_utc_s + (s - o.start_s)
                          for o, s in zip(owners, start_s, strict=True)], np.float64)
 
@@ -243,7 +244,6 @@ class RunChunker:
         self.channel = channel
         self.chunk_frames = chunk_frames
         self.warmup_units = default_warmup_units(spec) if warmup_units is None else warmup_units
-        self.origin = origin
         self._next_frame = -(-max(valid_from, origin) // spec.hop_samples)
         self.owned_from: int | None = None
         self.owned_to: int | None = None
@@ -259,11 +259,6 @@ class RunChunker:
             self._next_frame = max(self._next_frame, first)
         if owned_to is not None:
             self.owned_to = owned_to
-
-    @property
-    def end_sample(self) -> int:
-        """Grid index one past the last sample pushed."""
-        return self._end
 
     def _last_sample(self, frame: int) -> int:
         return frame * self.spec.hop_samples + self.spec.window_samples - 1

@@ -145,21 +145,31 @@ def order_segments(playlist: Sequence[Segment], files: Iterable[str]) -> list[Se
     return sorted(found, key=lambda segment: segment.number)
 
 
+def playlist_offsets(segments: Sequence[Segment]) -> list[float | None]:
+    """Seconds from the folder's first segment to each segment's start: the sum of the real
+    ``#EXTINF`` durations before it; None after a segment of unknown duration (not in the
+    playlist)."""
+    out, elapsed = [], 0.0
+    for segment in segments:
+        out.append(elapsed)
+        elapsed = (None if elapsed is None or segment.duration_s is None
+                   else elapsed + segment.duration_s)
+    return out
+
+
 def segment_starts(segments: Sequence[Segment], folder: datetime
                    ) -> list[tuple[datetime | None, str | None]]:
     """(UTC start, time source) of each segment, in order: its program date-time when the
     playlist gives one, else the folder's time plus the real ``#EXTINF`` durations before it.
     After a segment of unknown duration (not in the playlist) and no date-time, None."""
-    out, elapsed = [], 0.0
-    for segment in segments:
+    out = []
+    for segment, elapsed in zip(segments, playlist_offsets(segments), strict=True):
         if segment.program_date_time is not None:
             out.append((segment.program_date_time, PROGRAM_DATE_TIME))
         elif elapsed is not None:
             out.append((folder + timedelta(seconds=elapsed), FOLDER_PLUS_DURATIONS))
         else:
             out.append((None, None))
-        elapsed = (None if elapsed is None or segment.duration_s is None
-                   else elapsed + segment.duration_s)
     return out
 
 

@@ -2,8 +2,9 @@
 
 Stages, top to bottom:
 
-1. :func:`list_folders` (launcher): the folders of an ``hls/`` root, by their unix-time names;
-   ``hls.select_folders`` keeps those that can overlap ``--start`` / ``--end``.
+1. :class:`ListFolders` (when the pipeline runs): the folders of each ``hls/`` root, by their
+   unix-time names (:func:`list_folders`); ``hls.select_folders`` keeps those that can overlap
+   ``--start`` / ``--end``.
 2. :class:`PlanFolders`: per folder, its playlist and listing -> a :class:`FolderPlan` (every
    segment in order, with its UTC start), the present segments in range as ``MatchedFile`` s
    (they go through the manifest's plan like files), and a ``gap`` outcome per segment the
@@ -56,12 +57,13 @@ from orca_beam.hls import (
     folder_start,
     order_segments,
     parse_playlist,
+    playlist_offsets,
     pts_difference_s,
     segment_starts,
     select_folders,
     unwrap_offset_s,
 )
-from orca_beam.incremental import MatchedFile
+from orca_beam.incremental import MatchedFile, matched_file
 from orca_beam.models.registry import ModelSpec
 from orca_beam.prefetch import prefetched
 from orca_beam.records import GAP, NO_TIME, Failure, FileRecord, Outcome, SourceState
@@ -199,17 +201,14 @@ def plan_folder(folder: str, start: datetime, end: datetime
     metas = {meta.path.rsplit("/", 1)[-1]: meta
              for meta in FileSystems.match([folder + "live*.ts"])[0].metadata_list}
     segments = order_segments(playlist, metas)
-    began = folder_start(folder)
-    slots, offset = [], 0.0
-    for segment, (utc, source) in zip(segments, segment_starts(segments, began), strict=True):
-        meta = metas.get(segment.name)
-        mtime = getattr(meta, "last_updated_in_seconds", None) if meta else None
+    slots = []
+    for segment, (utc, source), offset in zip(
+            segments, segment_starts(segments, folder_start(folder)),
+            playlist_offsets(segments), strict=True):
+        file = matched_file(metas[segment.name]) if segment.name in metas else None
         slots.append(Slot(segment, folder + segment.name,
                           None if utc is None else utc.timestamp(), source or NO_TIME, offset,
-                          int(meta.size_in_bytes) if meta else 0,
-                          None if mtime is None or mtime < 0 else float(mtime)))
-        offset = None if offset is None or segment.duration_s is None \
-            else offset + segment.duration_s
+                          file.size_bytes if file else 0, file.mtime_s if file else None))
     selected, last_in = [], False
     for index, slot in enumerate(slots):
         if slot.start_utc_s is None:
@@ -283,11 +282,18 @@ class PlanFolders(beam.PTransform):
                 .with_outputs(FOLDERS_TAG, GAPS_TAG, main="segments"))
 
 
+def settle_samples(spec: ModelSpec) -> int:
+    """Samples (at the model's rate) after a decoder / resampler start before the model's first
+    window may start: SETTLE_S plus the humpback PCEN warm-up."""
+    return round(SETTLE_S * spec.sample_rate_hz) + default_warmup_units(spec) * \
+        spec.unit_hop_samples
+
+
 def look_behind_s(specs: Sequence[ModelSpec]) -> float:
     """Seconds of audio before a span's first frame that make its frames equal to those of one
-    pass: the longest window, the humpback PCEN warm-up and the decoder/resampler settling."""
-    return SETTLE_S + max(spec.window_s + default_warmup_units(spec) * spec.unit_hop_samples
-                          / spec.sample_rate_hz for spec in specs)
+    pass: the longest window plus the settling of :func:`settle_samples`."""
+    return max((spec.window_samples + settle_samples(spec)) / spec.sample_rate_hz
+               for spec in specs)
 
 
 def form_spans(plan: FolderPlan, work: dict[str, tuple], span_s: float, behind_s: float
@@ -377,12 +383,10 @@ class FormSpans(beam.PTransform):
 
 @dataclass
 class _Run:
-    """One contiguous run of audio in a span, on the producer's side: its resamplers, its first
-    sample on the native grid (moved to a sample every model rate divides), the samples of its
-    first segment before that, and where its next sample goes."""
+    """One contiguous run of audio in a span, on the producer's side: where its next sample goes
+    on the native grid, the samples of its first segment to skip (before the first sample every
+    model rate divides), and its resamplers."""
 
-    rate: int
-    native_start: int
     native_end: int
     skip: int
     resamplers: dict
@@ -516,8 +520,7 @@ class _DecodeSpanFn(beam.DoFn):
                 step = int(np.lcm.reduce([rate // np.gcd(rate, r) for r in rates]))
                 first = round(stream_s * rate)
                 aligned = first + (-first) % step
-                run = _Run(rate, aligned, aligned, aligned - first,
-                           {r: resample_stream(rate, r) for r in rates})
+                run = _Run(aligned, aligned - first, {r: resample_stream(rate, r) for r in rates})
                 yield _Started(i, rate, aligned, broke or gap not in (None, 0.0))
                 broke = False
             samples = mono_block(item.samples, self.channel)
@@ -592,8 +595,7 @@ class _DecodeSpanFn(beam.DoFn):
                 chunkers = {}
                 for spec in specs:
                     origin = event.native_start * spec.sample_rate_hz // event.rate
-                    settle = 0 if event.true_start else round(
-                        (look_behind_s([spec]) - spec.window_s) * spec.sample_rate_hz)
+                    settle = 0 if event.true_start else settle_samples(spec)
                     chunkers[spec.name] = RunChunker(
                         spec, span.folder, channel=self.channel_index,
                         chunk_frames=default_chunk_frames(spec, self.chunk_s), origin=origin,

@@ -78,11 +78,16 @@ def _first(items):
     return next(iter(items))
 
 
-def _to_matched(kv) -> MatchedFile:
-    meta = kv[1]
+def matched_file(meta) -> MatchedFile:
+    """The MatchedFile of one Beam FileMetadata (size in bytes; modification time in seconds
+    since the epoch, None where the filesystem gives none)."""
     mtime = getattr(meta, "last_updated_in_seconds", None)
     return MatchedFile(meta.path, int(meta.size_in_bytes),
                        None if mtime is None or mtime < 0 else float(mtime))
+
+
+def _to_matched(kv) -> MatchedFile:
+    return matched_file(kv[1])
 
 
 class MatchFiles(beam.PTransform):

@@ -259,7 +259,7 @@ class _ToTableFn(beam.DoFn):
         if piece.place is not None:
             owners = piece.place.row_owners(piece.first_frame, count)
             where = dict(source=[o.source for o in owners], stream=piece.place.stream,
-                         start_utc_s=piece.place.row_times_utc_s(piece.first_frame, start_s),
+                         start_utc_s=Place.row_times_utc_s(owners, start_s),
                          time_source=[o.time_source for o in owners])
         self.pending.append(embedding_table(
             channel=piece.channel, start_s=start_s, end_s=end_s,
@@ -268,8 +268,8 @@ class _ToTableFn(beam.DoFn):
         self.pending_rows += count
         if self.pending_rows >= TABLE_ROWS:
             yield self._take_pending()
-        sources = where["source"] if piece.place is not None else [piece.source] * count
-        for source, rows in Counter(sources).items():
+        per_source = Counter(where["source"]) if piece.place is not None else {piece.source: count}
+        for source, rows in per_source.items():
             yield beam.pvalue.TaggedOutput("counts", ((source, self.spec.name), rows))
 
 
@@ -349,11 +349,9 @@ class _OutcomesFn(beam.DoFn):
                     channels=record.channels if record else None,
                     size_bytes=record.size_bytes if record else None,
                     fingerprint=record.fingerprint if record else "")
-        if record is not None and record.stream:
-            base.update(stream=record.stream, start_utc=record.start_utc,
+        if record is not None:
+            base.update(stream=record.stream or None, start_utc=record.start_utc,
                         time_source=record.time_source)
-        elif record is not None:
-            base.update(start_utc=record.start_utc, time_source=record.time_source)
         if self.labels is not None:
             base["labels"] = self.labels.as_dict(source)
         segment = record is not None and bool(record.stream)
@@ -368,7 +366,10 @@ class _OutcomesFn(beam.DoFn):
             elif record is None or record.duration_s is None:
                 yield Outcome(source, model, FAILED, written, **base,
                               error_class="MissingRecord", error="file was never decoded")
-            elif segment and written != record.expected[model]:
+            elif not segment and record.expected[model] == 0:
+                yield Outcome(source, model, TOO_SHORT, 0, **base,
+                              error=f"{record.duration_s:.3f} s is shorter than one window")
+            elif written != record.expected[model]:
                 yield Outcome(source, model, FAILED, written, **base,
                               error_class="RowCountMismatch",
                               error=f"{written} rows written, {record.expected[model]} expected")
@@ -378,13 +379,6 @@ class _OutcomesFn(beam.DoFn):
                 status = (EMPTY if record.duration_s == 0 else
                           EMBEDDED if record.in_playlist else NOT_IN_PLAYLIST)
                 yield Outcome(source, model, status, written, **base)
-            elif record.expected[model] == 0:
-                yield Outcome(source, model, TOO_SHORT, 0, **base,
-                              error=f"{record.duration_s:.3f} s is shorter than one window")
-            elif written != record.expected[model]:
-                yield Outcome(source, model, FAILED, written, **base,
-                              error_class="RowCountMismatch",
-                              error=f"{written} rows written, {record.expected[model]} expected")
             else:
                 yield Outcome(source, model, EMBEDDED, written, **base)
 

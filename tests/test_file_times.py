@@ -29,7 +29,7 @@ def machine_zone(request):
 
 def test_names_in_local_time_give_utc_whatever_the_machine_zone(machine_zone):
     summer = "s3://archive-orcasound-net/rpi_orcasound_lab/2021-10-01_17-00-00_rpi-48000-1.flac"
-    winter = "/data/2021-12-01_17-00-00_rpi-48000-1.flac"
+    winter = "archive/2021-12-01_17-00-00_rpi-48000-1.flac"
     assert file_start_utc(summer, FORMAT, "America/Los_Angeles") == datetime(
         2021, 10, 2, 0, 0, tzinfo=UTC)  # PDT, UTC-7
     assert file_start_utc(winter, FORMAT, "America/Los_Angeles") == datetime(

@@ -23,7 +23,7 @@ def make_rows(count: int, dim: int = 4, seed: int = 0, sources: int | None = Non
             continue
         k = len(idx)
         tables.append(embedding_table(
-            source=f"/data/file_{s:05d}.wav", channel=-1, start_s=np.arange(k) * 0.48,
+            source=f"data/file_{s:05d}.wav", channel=-1, start_s=np.arange(k) * 0.48,
             end_s=np.arange(k) * 0.48 + 0.975, model="yamnet", model_version="h@sha256:x",
             standin=True, embeddings=rng.normal(size=(k, dim)).astype(np.float32),
             thumbnails=rng.integers(0, 255, (k, 32, 32), dtype=np.uint8)))
