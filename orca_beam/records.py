@@ -18,7 +18,7 @@ start_utc       timestamp[us, UTC]                    the window's start in UTC;
 time_source     string                                how start_utc was obtained:
                                                       ``program_date_time``,
                                                       ``folder_plus_durations``, ``file_name`` or
-                                                      ``none`` (see README, "Absolute time")
+                                                      ``none`` (see README, "Orcasound's archive")
 model           string                                vggish / yamnet / humpback
 model_version   string                                ``<handle>@sha256:<16 hex>[+standin]``
 standin         bool                                  True: stand-in model, the vector is NOT real
@@ -53,12 +53,14 @@ EMBEDDED = "embedded"
 TOO_SHORT = "too_short"
 FAILED = "failed"
 STATUSES = (EMBEDDED, TOO_SHORT, FAILED)
-#: HLS segments' statuses (besides embedded and failed), and the status of a gap row.
+#: HLS segments' statuses besides embedded and failed, and the status of a gap row.
 NOT_IN_PLAYLIST = "not_in_playlist"
 UNREADABLE = "unreadable"
 EMPTY = "empty"
+SEGMENT_STATUSES = (NOT_IN_PLAYLIST, UNREADABLE, EMPTY)
 GAP = "gap"
-SEGMENT_STATUSES = (EMBEDDED, NOT_IN_PLAYLIST, UNREADABLE, EMPTY, FAILED)
+#: The type of ``start_utc``: microseconds, UTC.
+UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")
 #: ``time_source`` of rows without a clock.
 NO_TIME = "none"
 
@@ -71,7 +73,7 @@ def embedding_schema(dim: int) -> pa.Schema:
         ("start_s", pa.float64()),
         ("end_s", pa.float64()),
         ("stream", pa.string()),
-        ("start_utc", pa.timestamp("us", tz="UTC")),
+        ("start_utc", UTC_TIMESTAMP),
         ("time_source", pa.string()),
         ("model", pa.string()),
         ("model_version", pa.string()),
@@ -92,11 +94,11 @@ def embedding_table(*, source: str | list[str], channel: int, start_s: np.ndarra
     count, dim = embeddings.shape
     flat = pa.array(np.ascontiguousarray(embeddings, np.float32).reshape(-1), pa.float32())
     if start_utc_s is None:
-        utc = pa.nulls(count, pa.timestamp("us", tz="UTC"))
+        utc = pa.nulls(count, UTC_TIMESTAMP)
     else:
         seconds = np.asarray(start_utc_s, np.float64)
         micros = np.round(np.nan_to_num(seconds) * 1e6).astype(np.int64)
-        utc = pa.array(micros, pa.timestamp("us", tz="UTC"), mask=np.isnan(seconds))
+        utc = pa.array(micros, UTC_TIMESTAMP, mask=np.isnan(seconds))
     return pa.Table.from_arrays([
         pa.array([source] * count if isinstance(source, str) else source, pa.string()),
         pa.array(np.full(count, channel, np.int32)),

@@ -9,14 +9,17 @@ from apache_beam.io.filesystems import FileSystems
 
 from orca_beam.records import (
     EMBEDDED,
-    EMPTY,
     FAILED,
     GAP,
     NOT_IN_PLAYLIST,
+    SEGMENT_STATUSES,
     STATUSES,
     TOO_SHORT,
     UNREADABLE,
 )
+
+#: Outcomes listed as failures: a file that failed, or a segment that could not be read.
+FAILED_STATUSES = (FAILED, UNREADABLE)
 
 
 def read_jsonl(pattern: str) -> list[dict]:
@@ -51,8 +54,7 @@ def summarise(outcomes: list[dict], models: list[str], wall_s: float, *,
                 EMBEDDED, NOT_IN_PLAYLIST)),
         }
         if streams:
-            per_model[model].update({s: status.get(s, 0)
-                                     for s in (NOT_IN_PLAYLIST, UNREADABLE, EMPTY)})
+            per_model[model].update({s: status.get(s, 0) for s in SEGMENT_STATUSES})
     stream_counts = {}
     if streams:
         stream_counts = {"streams": {
@@ -61,7 +63,7 @@ def summarise(outcomes: list[dict], models: list[str], wall_s: float, *,
             "gap_list": [{"source": g["source"], "start_utc": g["start_utc"],
                           "duration_s": g["duration_s"], "cause": g["error"]}
                          for g in gaps[:MAX_PRINTED]]}}
-    failed_files = sorted({o["source"] for o in outcomes if o["status"] in (FAILED, UNREADABLE)})
+    failed_files = sorted({o["source"] for o in outcomes if o["status"] in FAILED_STATUSES})
     label_counts = {}
     if labelled:
         without = sorted({o["source"] for o in outcomes if o.get("labels") is None})
@@ -77,7 +79,7 @@ def summarise(outcomes: list[dict], models: list[str], wall_s: float, *,
         "audio_s_per_wall_s": round(audio_s / wall_s, 2) if wall_s > 0 else None,
         "models": per_model,
         "failed": [{"source": o["source"], "model": o["model"], "error_class": o["error_class"],
-                    "error": o["error"]} for o in outcomes if o["status"] in (FAILED, UNREADABLE)],
+                    "error": o["error"]} for o in outcomes if o["status"] in FAILED_STATUSES],
         **label_counts,
         **stream_counts,
     }
@@ -100,7 +102,7 @@ def format_summary(summary: dict) -> str:
              f"{summary['wall_s']:.1f} s wall ({summary['audio_s_per_wall_s']} audio s/s)"]
     for model, counts in summary["models"].items():
         stream = "".join(f", {name.replace('_', ' ')} {counts[name]}"
-                         for name in (NOT_IN_PLAYLIST, UNREADABLE, EMPTY) if name in counts)
+                         for name in SEGMENT_STATUSES if name in counts)
         lines.append(f"  {model}: embedded {counts[EMBEDDED]}, too short {counts[TOO_SHORT]}, "
                      f"failed {counts[FAILED]}{stream}; {counts['embeddings']} embeddings")
     if "streams" in summary:
