@@ -142,7 +142,8 @@ def read_catalogue(root: Path) -> list[dict]:
 def embed_with_pipeline(clips: list[dict], handles: dict[str, str], work: Path) -> dict:
     """One in-process run of ``pipelines.extract`` over the clips with every model; returns
     model -> {"vectors": {path: mean vector}, "model_version", "standin", "wall_s"}."""
-    from orca_beam.manifest import current_rows, latest_version_folder
+    from orca_beam.store.reader import current_rows
+    from orca_beam.store.version import latest_version_folder
     from pipelines import extract
 
     output = work / f"quality-{time.monotonic_ns()}"

@@ -65,9 +65,9 @@ def write_wavs(folder: Path, count: int, start: int = 0) -> list[Path]:
 
 def yamnet_folder(output: Path, handle: Path) -> tuple[str, object]:
     """(version folder, OutputVersion) the extraction will use for the YAMNet stand-in."""
-    from orca_beam.manifest import output_version
     from orca_beam.models.loading import model_version
     from orca_beam.models.registry import get_model_spec
+    from orca_beam.versions import output_version
 
     version = output_version(get_model_spec("yamnet"), model_version(str(handle)), channel=None)
     return version.folder(str(output)), version
@@ -81,17 +81,17 @@ def write_version(folder: str, version, files: list[Path], rows: int,
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from orca_beam.manifest import (
+    from orca_beam.store.fingerprint import crc32c_fingerprint
+    from orca_beam.store.manifest import (
         ENTRIES_DIR,
         ManifestEntry,
         combine_keys,
         commit,
         commit_record,
-        crc32c_fingerprint,
         entries_table,
         entry_key,
     )
-    from orca_beam.records import embedding_schema
+    from orca_beam.store.schema import embedding_schema
 
     Path(folder, ENTRIES_DIR).mkdir(parents=True, exist_ok=True)
     run_id = "20261201T000000Z-synthe"

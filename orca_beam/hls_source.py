@@ -63,15 +63,17 @@ from orca_beam.hls import (
     select_folders,
     unwrap_offset_s,
 )
-from orca_beam.incremental import MatchedFile, matched_file
+from orca_beam.listing import MatchedFile, matched_file
 from orca_beam.models.registry import ModelSpec
-from orca_beam.prefetch import prefetched
-from orca_beam.records import GAP, NO_TIME, Failure, FileRecord, Outcome, SourceState
+from orca_beam.prefetch import DECODE_NICENESS, prefetched
+from orca_beam.progress import Progress
+from orca_beam.records import Failure, FileRecord, Outcome, SourceState
+from orca_beam.statuses import GAP, NO_TIME
+from orca_beam.store.fingerprint import fingerprint
+from orca_beam.tags import FAILURES_TAG, FILES_TAG, GAPS_TAG, NAMESPACE, SOURCES_TAG
 
 LOG = logging.getLogger(__name__)
-NAMESPACE = "orca_beam"
 FOLDERS_TAG = "folders"
-GAPS_TAG = "gaps"
 #: Seconds assumed for a segment whose duration the playlist does not give.
 UNKNOWN_SEGMENT_S = 10.0
 #: Seconds of audio after a decoder / resampler start before a window may begin (the resampler
@@ -438,14 +440,19 @@ class _DecodeSpanFn(beam.DoFn):
     and resamples them (:meth:`_events`); this thread cuts the runs into pieces on the folder's
     grid, places them, and reports each owned segment."""
 
-    def __init__(self, specs: Sequence[ModelSpec], chunk_s: float, channel: int | None):
+    def __init__(self, specs: Sequence[ModelSpec], chunk_s: float, channel: int | None,
+                 progress_interval_s: float = 30.0):
         self.all_specs = list(specs)
         self.chunk_s = chunk_s
         self.channel = channel
+        self.progress_interval_s = progress_interval_s
         self.segments = Metrics.counter(NAMESPACE, "hls_segments_decoded")
         self.unreadable = Metrics.counter(NAMESPACE, "hls_segments_unreadable")
         self.gaps = Metrics.counter(NAMESPACE, "hls_gaps")
         self.audio_ms = Metrics.counter(NAMESPACE, "audio_ms_decoded")
+
+    def setup(self):
+        Progress.configure(self.progress_interval_s)
 
     # -- the producer (a background thread) ---------------------------------------------------
     def _events(self, span: SpanWork, specs: list[ModelSpec]):
@@ -453,7 +460,6 @@ class _DecodeSpanFn(beam.DoFn):
         _Samples and _Ended events: the runs of audio, resampled once per model rate."""
         from apache_beam.io.filesystems import FileSystems
 
-        from orca_beam.manifest import fingerprint
 
         lo, hi = span.owned
         index_of = {slot.segment.name: i for i, slot in enumerate(span.slots)}
@@ -544,13 +550,6 @@ class _DecodeSpanFn(beam.DoFn):
 
     # -- the consumer (this thread) -------------------------------------------------------------
     def process(self, span: SpanWork):
-        from orca_beam.transforms import (
-            DECODE_NICENESS,
-            FAILURES_TAG,
-            FILES_TAG,
-            SOURCES_TAG,
-            Progress,
-        )
 
         self.span = span
         specs = [spec for spec in self.all_specs if spec.name in span.models]
@@ -701,16 +700,17 @@ class DecodeSpans(beam.PTransform):
     before an owned segment)."""
 
     def __init__(self, specs: Sequence[ModelSpec], *, chunk_s: float = 60.0,
-                 channel: int | None = None):
+                 channel: int | None = None, progress_interval_s: float = 30.0):
         super().__init__()
         self.specs = list(specs)
         self.chunk_s = chunk_s
         self.channel = channel
+        self.progress_interval_s = progress_interval_s
 
     def expand(self, spans):
-        from orca_beam.transforms import FAILURES_TAG, FILES_TAG, SOURCES_TAG
 
         return spans | "DecodeSpans" >> beam.ParDo(
-            _DecodeSpanFn(self.specs, self.chunk_s, self.channel)).with_outputs(
+            _DecodeSpanFn(self.specs, self.chunk_s, self.channel,
+                          self.progress_interval_s)).with_outputs(
                 SOURCES_TAG, FILES_TAG, FAILURES_TAG, GAPS_TAG,
                 *[spec.name for spec in self.specs])

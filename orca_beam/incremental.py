@@ -20,12 +20,13 @@ from dataclasses import dataclass
 import apache_beam as beam
 from apache_beam.io import fileio
 
-from orca_beam.manifest import (
-    COMPARED_CONTENT,
-    COMPARED_OBJECT,
+from orca_beam.listing import MatchedFile, matched_file
+from orca_beam.records import SourceState
+from orca_beam.statuses import FAILED
+from orca_beam.store.fingerprint import fingerprint, rule_of
+from orca_beam.store.manifest import (
     DELETED_SAMPLE,
     ENTRIES_DIR,
-    ENTRY_SCHEMA,
     PLAN_KINDS,
     ManifestEntry,
     combine_keys,
@@ -34,31 +35,19 @@ from orca_beam.manifest import (
     decide,
     entries_table,
     entry_key,
-    fingerprint,
-    manifest_parts,
     normalise_entry,
-    read_current_rows_of_shard,
-    read_entry_part,
 )
-from orca_beam.records import FAILED, SourceState
-from orca_beam.sinks import WriteParquetShards
+from orca_beam.store.reader import read_current_rows_of_shard
+from orca_beam.store.schema import ENTRY_SCHEMA
+from orca_beam.store.sinks import WriteParquetShards
+from orca_beam.tags import NAMESPACE
 
 LOG = logging.getLogger(__name__)
-NAMESPACE = "orca_beam"
 WORK_TAG = "work"
 PLAN_TAG = "plan"
 DELETED_TAG = "deleted"
 #: Entries per table written to an entry shard.
 ENTRY_BATCH = 8192
-
-
-@dataclass(frozen=True)
-class MatchedFile:
-    """One matched input: path, size in bytes, modification time in seconds since the epoch."""
-
-    path: str
-    size_bytes: int
-    mtime_s: float | None
 
 
 @dataclass(frozen=True)
@@ -76,14 +65,6 @@ class WorkItem:
 
 def _first(items):
     return next(iter(items))
-
-
-def matched_file(meta) -> MatchedFile:
-    """The MatchedFile of one Beam FileMetadata (size in bytes; modification time in seconds
-    since the epoch, None where the filesystem gives none)."""
-    mtime = getattr(meta, "last_updated_in_seconds", None)
-    return MatchedFile(meta.path, int(meta.size_in_bytes),
-                       None if mtime is None or mtime < 0 else float(mtime))
 
 
 def _to_matched(kv) -> MatchedFile:
@@ -105,23 +86,6 @@ class MatchFiles(beam.PTransform):
                 | "KeyByPath" >> beam.Map(lambda meta: (meta.path, meta))
                 | "KeepOnePerPath" >> beam.CombinePerKey(_first)
                 | "ToMatchedFile" >> beam.Map(_to_matched))
-
-
-class ReadEntries(beam.PTransform):
-    """A version folder -> its manifest entries (ENTRY_SCHEMA dicts), read at run time (so a
-    template run every night reads that night's state), one entry shard per worker step; an
-    old version's single ``_manifest.json`` is read as it is; a new version gives none."""
-
-    def __init__(self, folder: str):
-        super().__init__()
-        self.folder = folder
-
-    def expand(self, pbegin):
-        return (pbegin
-                | "VersionFolder" >> beam.Create([self.folder])
-                | "ListEntryShards" >> beam.FlatMap(manifest_parts)
-                | "SpreadShards" >> beam.Reshuffle()
-                | "ReadEntryShard" >> beam.FlatMap(read_entry_part))
 
 
 _VALUE_FIELDS = tuple(name for name in ENTRY_SCHEMA.names if name != "source")
@@ -166,7 +130,7 @@ class _PlanFn(beam.DoFn):
                     yield beam.pvalue.TaggedOutput(DELETED_TAG, (model, source))
             return
         file: MatchedFile = files[0]
-        remote = "://" in file.path
+        rule = rule_of(file.path)
         computed: dict[str, str] = {}
 
         def content() -> str:
@@ -177,10 +141,9 @@ class _PlanFn(beam.DoFn):
 
         work, how = [], set()
         for model, entry in entries.items():
-            decision = decide(entry, file.size_bytes, None if remote else file.mtime_s,
+            decision = decide(entry, file.size_bytes, file.mtime_s if rule.uses_mtime else None,
                               force=self.force, verify_content=self.verify_content,
-                              content=content,
-                              content_compared=COMPARED_OBJECT if remote else COMPARED_CONTENT)
+                              content=content, content_compared=rule.compared)
             yield beam.pvalue.TaggedOutput(PLAN_TAG, (model, decision.kind))
             if decision.kind == "unchanged":
                 yield beam.pvalue.TaggedOutput(carried_tag(model), dict(
@@ -201,9 +164,10 @@ class PlanSources(beam.PTransform):
     previous entries. Outputs (tagged): ``work`` (WorkItem per file some model must embed),
     ``carried_tag(model)`` per model (the entry of every unchanged source, its mtime and
     ``compared`` brought up to date), ``plan`` ((model, kind) per source and model, kinds as in ``PLAN_KINDS``) and
-    ``deleted`` ((model, source) of every entry whose file is no longer matched). A local file's
-    content is read here only when its size or modification time differ (or
-    ``verify_content``); a gs:// object's CRC32C is read from its metadata. ``keep_unmatched``
+    ``deleted`` ((model, source) of every entry whose file is no longer matched). The change
+    rule is the scheme's (``store.fingerprint``): a local file's content is read here only when
+    its size or modification time differ (or ``verify_content``); a gs:// object's CRC32C and an
+    s3:// object's ETag come from metadata, so no object is downloaded. ``keep_unmatched``
     (HLS ranges: a run over ``--start/--end`` lists only that range): entries whose source is
     not matched are carried as unchanged instead of deleted."""
 

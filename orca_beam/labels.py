@@ -90,7 +90,7 @@ def parse_labels(text: str, path: str, key_column: str | None = None,
 def read_labels(path: str, key_column: str | None = None) -> LabelTable:
     """Reads the label file at ``path`` (local or a Beam filesystem URL); see
     :func:`parse_labels`. ValueError when it does not exist or is not UTF-8."""
-    from orca_beam.manifest import crc32c_fingerprint
+    from orca_beam.store.fingerprint import crc32c_fingerprint
 
     if not FileSystems.exists(path):
         raise ValueError(f"--label_table {path} does not exist")

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
+#: CPU niceness of a decoding thread (19 = lowest): it takes cycles the model leaves idle.
+DECODE_NICENESS = 19
 
 _DONE = object()
 

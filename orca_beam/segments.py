@@ -43,18 +43,14 @@ from orca_beam.annotations import (
     zero_padded_samples,
 )
 from orca_beam.audio import AudioError, iter_resampled_blocks, probe_audio
+from orca_beam.features.thumbnails import join_in_time
 from orca_beam.framing import Piece
 from orca_beam.models.registry import ModelSpec
-from orca_beam.projector.thumbnails import join_in_time
-from orca_beam.records import (
-    SegmentOutcome,
-    annotation_field_names,
-    segment_schema,
-    segment_table,
-)
+from orca_beam.records import SegmentOutcome
+from orca_beam.store.schema import annotation_field_names, segment_schema, segment_table
+from orca_beam.tags import NAMESPACE
 
 LOG = logging.getLogger(__name__)
-NAMESPACE = "orca_beam"
 OUTCOMES_TAG = "outcomes"
 PLANNED_TAG = "planned"
 POOLINGS = ("mean", "max", "frames")

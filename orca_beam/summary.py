@@ -7,19 +7,16 @@ from collections import Counter
 
 from apache_beam.io.filesystems import FileSystems
 
-from orca_beam.records import (
+from orca_beam.statuses import (
     EMBEDDED,
     FAILED,
+    FAILED_STATUSES,
     GAP,
     NOT_IN_PLAYLIST,
     SEGMENT_STATUSES,
     STATUSES,
     TOO_SHORT,
-    UNREADABLE,
 )
-
-#: Outcomes listed as failures: a file that failed, or a segment that could not be read.
-FAILED_STATUSES = (FAILED, UNREADABLE)
 
 
 def read_jsonl(pattern: str) -> list[dict]:

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import PredictionResult, RunInference
 from apache_beam.transforms.window import GlobalWindow
@@ -38,92 +37,42 @@ from orca_beam.framing import (
 )
 from orca_beam.inference import OrcaModelHandler
 from orca_beam.models.registry import ModelSpec
-from orca_beam.prefetch import prefetched
-from orca_beam.records import (
-    EMBEDDED,
-    EMPTY,
-    FAILED,
-    NOT_IN_PLAYLIST,
-    TOO_SHORT,
-    UNREADABLE,
-    Failure,
-    FileRecord,
-    Outcome,
-    SourceState,
-    embedding_schema,
-    embedding_table,
-)
-from orca_beam.sinks import WriteParquetShards
+from orca_beam.prefetch import DECODE_NICENESS, prefetched
+from orca_beam.progress import Progress
+from orca_beam.records import Failure, FileRecord, Outcome, SourceState
+from orca_beam.statuses import EMBEDDED, EMPTY, FAILED, NOT_IN_PLAYLIST, TOO_SHORT, UNREADABLE
+from orca_beam.store.fingerprint import COMPARED_NEW, fingerprint
+from orca_beam.store.schema import embedding_schema, embedding_table
+from orca_beam.store.sinks import WriteParquetShards
+from orca_beam.tags import FAILURES_TAG, FILES_TAG, NAMESPACE, SOURCES_TAG
 
 LOG = logging.getLogger(__name__)
-NAMESPACE = "orca_beam"
 #: Files up to this size are read into memory once; larger ones are streamed (a codec that can
 #: fail part-way is read twice: validate, then decode), so memory never holds a whole recording.
 IN_MEMORY_MAX_BYTES = 256 * 1024 * 1024
 #: Decoded blocks (``audio.DECODE_BLOCK_S`` each) a long file's decoder may run ahead of the
 #: model: more than one packed call's worth (60 s), so decoding overlaps the call.
 PREFETCH_BLOCKS = 8
-#: CPU niceness of that decoding thread (19 = lowest): it takes cycles the model leaves idle.
-DECODE_NICENESS = 19
 #: Embedding rows gathered into one table (one Parquet row group) before it is written.
 TABLE_ROWS = 4096
-FILES_TAG = "files"
-FAILURES_TAG = "failures"
-SOURCES_TAG = "sources"
-
-
-class Progress:
-    """Process-wide progress counts, logged at most every ``interval_s`` seconds."""
-
-    _lock = threading.Lock()
-    _counts: dict[str, float] = {}
-    _started = time.monotonic()
-    _last_log = 0.0
-    interval_s = 30.0
-
-    @classmethod
-    def restart(cls) -> None:
-        """Zeroes the counts and the clock (start of a run in this process)."""
-        with cls._lock:
-            cls._counts = {}
-            cls._started = time.monotonic()
-            cls._last_log = 0.0
-
-    @classmethod
-    def add(cls, **amounts: float) -> None:
-        """Adds to named counts (files, audio_s, failed, <model> embeddings) and maybe logs."""
-        with cls._lock:
-            for name, amount in amounts.items():
-                cls._counts[name] = cls._counts.get(name, 0) + amount
-            now = time.monotonic()
-            if now - cls._last_log < cls.interval_s:
-                return
-            cls._last_log = now
-            counts = dict(cls._counts)
-        elapsed = max(now - cls._started, 1e-9)
-        models = ", ".join(f"{k[4:]}={int(v)}" for k, v in sorted(counts.items())
-                           if k.startswith("emb_"))
-        LOG.info("progress: %d files done (%.1f s of audio decoded, %.1f audio s/s), %d failed; "
-                 "embeddings: %s", counts.get("files", 0), counts.get("audio_s", 0.0),
-                 counts.get("audio_s", 0.0) / elapsed, counts.get("failed", 0), models or "none")
 
 
 class _DecodeAndFrameFn(beam.DoFn):
     def __init__(self, specs: Sequence[ModelSpec], chunk_s: float, channel: int | None,
-                 file_time: tuple[str, str] | None = None):
+                 file_time: tuple[str, str] | None = None, progress_interval_s: float = 30.0):
         self.all_specs = list(specs)
         self.chunk_s = chunk_s
         self.channel = channel
         self.file_time = file_time
+        self.progress_interval_s = progress_interval_s
         self.files = Metrics.counter(NAMESPACE, "files_decoded")
         self.failed = Metrics.counter(NAMESPACE, "files_failed_decoding")
         self.audio_ms = Metrics.counter(NAMESPACE, "audio_ms_decoded")
 
+    def setup(self):
+        Progress.configure(self.progress_interval_s)
+
     def process(self, item):
-        from apache_beam.io.filesystems import FileSystems
-
-        from orca_beam.manifest import COMPARED_NEW, fingerprint
-
         path, size = item.path, item.size_bytes
         wanted = getattr(item, "models", None)
         specs = [spec for spec in self.all_specs if not wanted or spec.name in wanted]
@@ -211,16 +160,19 @@ class DecodeAndFrame(beam.PTransform):
     """
 
     def __init__(self, specs: Sequence[ModelSpec], *, chunk_s: float = 60.0,
-                 channel: int | None = None, file_time: tuple[str, str] | None = None):
+                 channel: int | None = None, file_time: tuple[str, str] | None = None,
+                 progress_interval_s: float = 30.0):
         super().__init__()
         self.specs = list(specs)
         self.chunk_s = chunk_s
         self.channel = channel
         self.file_time = file_time
+        self.progress_interval_s = progress_interval_s
 
     def expand(self, files):
         return files | "DecodeResampleCut" >> beam.ParDo(
-            _DecodeAndFrameFn(self.specs, self.chunk_s, self.channel, self.file_time)).with_outputs(
+            _DecodeAndFrameFn(self.specs, self.chunk_s, self.channel, self.file_time,
+                              self.progress_interval_s)).with_outputs(
                 SOURCES_TAG, FILES_TAG, FAILURES_TAG, *[spec.name for spec in self.specs])
 
 
@@ -228,9 +180,13 @@ class _ToTableFn(beam.DoFn):
     """Inference results -> embedding rows, gathered into tables of about ``TABLE_ROWS`` rows
     (one Parquet row group each, instead of one per piece)."""
 
-    def __init__(self, spec: ModelSpec):
+    def __init__(self, spec: ModelSpec, progress_interval_s: float = 30.0):
         self.spec = spec
+        self.progress_interval_s = progress_interval_s
         self.rows = Metrics.counter(NAMESPACE, f"embeddings_{spec.name}")
+
+    def setup(self):
+        Progress.configure(self.progress_interval_s)
 
     def start_bundle(self):
         self.pending: list = []
@@ -295,14 +251,15 @@ class EmbedWithModel(beam.PTransform):
     one version."""
 
     def __init__(self, spec: ModelSpec, handle: str, *, pack_s: float, batch_windows: int,
-                 to_rows: beam.DoFn | None = None, expected_sha256: str | None = None):
+                 to_rows: beam.DoFn | None = None, expected_sha256: str | None = None,
+                 progress_interval_s: float = 30.0):
         super().__init__()
         self.spec = spec
         self.handle = handle
         self.expected_sha256 = expected_sha256
         self.pack_s = pack_s
         self.batch_windows = batch_windows
-        self.to_rows = to_rows or _ToTableFn(spec)
+        self.to_rows = to_rows or _ToTableFn(spec, progress_interval_s)
 
     def expand(self, pieces):
         handler = OrcaModelHandler(self.spec, self.handle, expected_sha256=self.expected_sha256,

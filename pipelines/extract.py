@@ -29,7 +29,6 @@ from apache_beam.options.pipeline_options import (
 from orca_beam.annotations import REJECTED, load_mapping, parse_annotations
 from orca_beam.hls_source import (
     FOLDERS_TAG,
-    GAPS_TAG,
     DecodeSpans,
     FormSpans,
     ListFolders,
@@ -44,18 +43,16 @@ from orca_beam.incremental import (
     ManifestEntries,
     MatchFiles,
     PlanSources,
-    ReadEntries,
     SummarisePlan,
     WriteManifest,
     carried_tag,
 )
-from orca_beam.manifest import PLAN_KINDS, new_run_id, output_version, version_state
 from orca_beam.models.loading import ModelUnavailableError, cached_model, model_version
 from orca_beam.models.registry import get_model_spec
 from orca_beam.options import ExtractOptions, label_table
+from orca_beam.progress import Progress
 from orca_beam.projector.export import projector_dir
 from orca_beam.projector.stage import ExportProjector
-from orca_beam.records import FAILED, segment_schema
 from orca_beam.s3 import s3_settings
 from orca_beam.segments import (
     OUTCOMES_TAG,
@@ -65,6 +62,11 @@ from orca_beam.segments import (
     SegmentRowsFn,
     group_by_file,
 )
+from orca_beam.statuses import FAILED
+from orca_beam.store.manifest import PLAN_KINDS, version_state
+from orca_beam.store.reader import ReadEntries
+from orca_beam.store.schema import segment_schema
+from orca_beam.store.version import new_run_id
 from orca_beam.summary import (
     format_segment_summary,
     format_summary,
@@ -73,17 +75,15 @@ from orca_beam.summary import (
     summarise_segments,
     write_summary,
 )
+from orca_beam.tags import FAILURES_TAG, FILES_TAG, GAPS_TAG, SOURCES_TAG
 from orca_beam.transforms import (
-    FAILURES_TAG,
-    FILES_TAG,
-    SOURCES_TAG,
     AccountOutcomes,
     DecodeAndFrame,
     EmbedWithModel,
-    Progress,
     WriteEmbeddings,
     WriteOutcomes,
 )
+from orca_beam.versions import output_version
 
 LOG = logging.getLogger("orca_beam.extract")
 
@@ -161,7 +161,8 @@ def embed_and_write(pieces, options: ExtractOptions, handles: dict[str, str], ve
         embedded = pieces[spec.name] | f"Embed_{spec.name}" >> EmbedWithModel(
             spec, handles[spec.name], pack_s=options.pack_s, batch_windows=options.batch_windows,
             to_rows=to_rows(spec) if to_rows else None,
-            expected_sha256=versions[spec.name].content_sha256)
+            expected_sha256=versions[spec.name].content_sha256,
+            progress_interval_s=options.progress_interval_s)
         shards[spec.name] = embedded["tables"] | f"Write_{spec.name}" >> WriteEmbeddings(
             versions[spec.name].folder(options.output), spec,
             schema=schema_of(spec) if schema_of else None, file_prefix=file_prefix)
@@ -235,12 +236,13 @@ def build(pipeline: beam.Pipeline, options: ExtractOptions, handles: dict[str, s
         spans = {"plans": listed[FOLDERS_TAG], "work": planned[WORK_TAG]} | "FormSpans" >> \
             FormSpans(options.span_s, look_behind_s(specs))
         decoded = spans | "DecodeStreams" >> DecodeSpans(
-            specs, chunk_s=options.chunk_s, channel=options.channel)
+            specs, chunk_s=options.chunk_s, channel=options.channel,
+            progress_interval_s=options.progress_interval_s)
         gaps = [listed[GAPS_TAG], decoded[GAPS_TAG]]
     else:
         decoded = planned[WORK_TAG] | "DecodeAndFrame" >> DecodeAndFrame(
             specs, chunk_s=options.chunk_s, channel=options.channel,
-            file_time=options.file_time())
+            file_time=options.file_time(), progress_interval_s=options.progress_interval_s)
     counts, failures, shards = embed_and_write(
         decoded, options, handles, versions, file_prefix=f"rows-{run_id}", projector=False)
     failures.append(decoded[FAILURES_TAG])
@@ -367,7 +369,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     options = ExtractOptions(argv if argv is not None else sys.argv[1:])
     options.validate()
     FileSystems.set_options(options)  # s3:// settings for the launcher's own listing and reads
-    Progress.interval_s = options.progress_interval_s
+    Progress.configure(options.progress_interval_s)  # the launcher's own lines (in-process)
     annotations = None
     if options.annotations:
         annotations = read_annotations(options)

@@ -21,11 +21,11 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from orca_beam.incremental import ReadEntries
-from orca_beam.manifest import latest_version_folder
 from orca_beam.models.registry import MODELS
 from orca_beam.options import label_table, projector_kwargs, projector_parser
 from orca_beam.projector.stage import ExportProjector
+from orca_beam.store.reader import ReadEntries
+from orca_beam.store.version import latest_version_folder
 
 LOG = logging.getLogger("orca_beam.projector")
 

@@ -20,7 +20,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from benchmarks.hls_fixtures import write_hls_folder
 from orca_beam.hls import PLAYLIST_NAME, parse_playlist
-from orca_beam.manifest import current_rows, latest_version_folder
+from orca_beam.store.reader import current_rows
+from orca_beam.store.version import latest_version_folder
 from pipelines import extract
 from tests.test_s3_pipeline import without_credentials
 
@@ -182,3 +183,29 @@ def test_flac_archive_names_in_local_time(archive, s3_emulator, standin_dir, tmp
         # 17:00 in Los Angeles (PDT, UTC-7) is midnight UTC
         assert abs(row["start_utc"].timestamp() - (starts[name[:19]] + row["start_s"])) <= 1e-3
     assert min(r.timestamp() for r in table.column("start_utc").to_pylist()) == FIRST_S
+
+
+def test_no_op_reruns_read_no_object_past_the_listing(archive, s3_emulator, standin_dir,
+                                                       tmp_path):
+    """A second run over unchanged FLAC objects and an unchanged HLS folder decides from the
+    listing alone (size and LastModified): no object is fingerprinted or decoded."""
+    yamnet = ["--model=yamnet", f"--model_handle=yamnet={standin_dir / 'yamnet'}",
+              "--projector_point=none", f"--s3_endpoint_url={s3_emulator.endpoint}",
+              "--s3_anonymous"]
+    flac = [f"--input={s3_emulator.url(f'archive-orcasound-net/{NODE}/*.flac')}",
+            f"--output={tmp_path / 'flac'}", "--file_time_format=%Y-%m-%d_%H-%M-%S",
+            "--file_time_zone=America/Los_Angeles", *yamnet]
+    hls = [f"--input={s3_emulator.url(f'audio-orcasound-net/{NODE}/hls/')}",
+           f"--start={datetime.fromtimestamp(FIRST_S, UTC).isoformat()}",
+           f"--end={datetime.fromtimestamp(FIRST_S + 25, UTC).isoformat()}",
+           f"--output={tmp_path / 'hls'}", *yamnet]
+    for args, sources in ((flac, 3), (hls, 3)):
+        first = extract.run(args)
+        assert first["counters"]["orca_beam:files_decoded" if args is flac
+                                 else "orca_beam:hls_segments_decoded"] > 0
+        again = extract.run(args)
+        assert again["nothing_changed"]
+        assert again["versions"]["yamnet"]["plan"]["unchanged"] == sources
+        for counter in ("orca_beam:files_content_checked", "orca_beam:files_decoded",
+                        "orca_beam:hls_segments_decoded"):
+            assert counter not in again["counters"], (counter, again["counters"])

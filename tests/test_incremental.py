@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from orca_beam.manifest import COMMIT_NAME, current_rows, read_manifest
+from orca_beam.store.manifest import read_manifest
+from orca_beam.store.reader import current_rows
+from orca_beam.store.version import COMMIT_NAME
 from pipelines import extract
 
 pytestmark = pytest.mark.slow

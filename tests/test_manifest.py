@@ -19,23 +19,20 @@ from orca_beam.incremental import (
     WORK_TAG,
     MatchFiles,
     PlanSources,
-    ReadEntries,
     SummarisePlan,
     carried_tag,
 )
-from orca_beam.manifest import (
-    COMPARED_CONTENT,
-    COMPARED_METADATA,
+from orca_beam.store.fingerprint import COMPARED_CONTENT, COMPARED_METADATA, crc32c_fingerprint
+from orca_beam.store.manifest import (
     ManifestEntry,
-    crc32c_fingerprint,
-    current_rows,
     decide,
     entries_table,
     iter_entries,
     version_state,
 )
-from orca_beam.records import embedding_table
-from orca_beam.sinks import WriteParquetShards
+from orca_beam.store.reader import ReadEntries, current_rows
+from orca_beam.store.schema import embedding_table
+from orca_beam.store.sinks import WriteParquetShards
 
 
 def entry(size=10, mtime=100.0, print_="crc32c:AAAAAA==", status="embedded") -> dict:

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from orca_beam.projector.export import MAX_SPRITE_PX, export_projector, sprite_geometry
-from orca_beam.records import embedding_table
+from orca_beam.store.schema import embedding_table
 
 
 def make_rows(count: int, dim: int = 4, seed: int = 0, sources: int | None = None) -> pa.Table:

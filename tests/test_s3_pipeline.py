@@ -16,7 +16,8 @@ import pytest
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from orca_beam.manifest import current_rows, latest_version_folder
+from orca_beam.store.reader import current_rows
+from orca_beam.store.version import latest_version_folder
 from pipelines import extract
 
 pytestmark = pytest.mark.slow
@@ -139,3 +140,4 @@ def test_every_path_on_s3_with_keys(s3_emulator, orca_calls, standin_dir, tmp_pa
                          f"--model_handle=yamnet={model}", f"--label_table={labels}",
                          "--pack_s=0.5", *keys])
     assert again["nothing_changed"] and again["files_decoded"] == 0
+    assert "orca_beam:files_content_checked" not in again["counters"]

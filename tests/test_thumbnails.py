@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from orca_beam.projector.thumbnails import THUMB_PX, to_images
+from orca_beam.features.thumbnails import THUMB_PX, to_images
 
 
 def pillow_thumbnail(patch: np.ndarray) -> np.ndarray:

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from orca_beam.manifest import COMMIT_NAME, current_rows, iter_entries
+from orca_beam.store.manifest import iter_entries
+from orca_beam.store.reader import current_rows
+from orca_beam.store.version import COMMIT_NAME
 from tests.servers import free_port, start_server
 
 pytestmark = pytest.mark.slow

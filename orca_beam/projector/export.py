@@ -42,8 +42,8 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from PIL import Image
 
+from orca_beam.features.thumbnails import THUMB_PX, join_in_time, resize
 from orca_beam.labels import LabelTable
-from orca_beam.projector.thumbnails import THUMB_PX, join_in_time, resize
 
 LOG = logging.getLogger(__name__)
 #: The projector fetches at most this many points (TensorBoard's LIMIT_NUM_POINTS).
@@ -147,7 +147,7 @@ def assign_indices(chosen: Iterable[Candidate]) -> Iterator[tuple[str, tuple[int
 def read_key_columns(shard: str, sources: set[str] | None) -> pa.Table:
     """A shard's key columns plus ``_row`` (row position), for the rows whose source is in
     ``sources`` (None: all); reads only those columns' pages, no vector or thumbnail."""
-    from orca_beam.manifest import keep_sources
+    from orca_beam.store.reader import keep_sources
 
     with FileSystems.open(shard) as handle:
         parquet = pq.ParquetFile(handle)

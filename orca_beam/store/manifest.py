@@ -1,12 +1,11 @@
-"""Versioned outputs and the manifest that makes re-runs incremental: the storage format and the
-decisions about one source (no Beam transforms here; ``incremental.py`` holds those).
+"""A version's manifest: one entry per source, the re-run decision, and the commit.
 
 Layout of one model version, ``<output>/<model>/<version_id>/``:
 
-* ``rows-<run_id>-SSSSS-of-NNNNN.parquet``: embedding rows (each shard at most ~256 MB);
+* ``rows-<run_id>-SSSSS-of-NNNNN.parquet``: embedding rows (each shard at most ~256 MB); calls
+  mode writes ``segments-<run_id>-*.parquet`` instead;
 * ``_manifest/entries-<run_id>-SSSSS-of-NNNNN.parquet``: the manifest, one row per source
-  (:data:`ENTRY_SCHEMA`: size, modification time, content fingerprint, what was compared,
-  outcome, the row shards holding its rows), sharded so that no process holds all of it;
+  (:data:`~orca_beam.store.schema.ENTRY_SCHEMA`), sharded so that no process holds all of it;
 * ``_commit.json``: the small commit record, written last and atomically (temporary name, then
   rename): the entry shards of the last completed run, the row shards they reference, the run
   history with each run's plan counts. Only what it names is the version's state: a run killed
@@ -17,161 +16,47 @@ Layout of one model version, ``<output>/<model>/<version_id>/``:
 Versions written before the sharded form hold one ``_manifest.json`` (every entry in one JSON
 document). Every reader here takes both; the next completed run writes the sharded form and
 removes the JSON.
-
-The ``version_id`` is ``<first 16 hex of the SavedModel content SHA-256>-<8 hex of a SHA-256 over
-the handle, that content hash and the settings that shape the output>``: a new handle, new
-SavedModel bytes, or a changed hop/channel/row schema gives a new folder and never touches an old
-one.
 """
 
 from __future__ import annotations
 
-import base64
-import datetime
 import hashlib
 import json
 import logging
-import struct
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
-import google_crc32c
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from orca_beam.models.loading import ModelVersion
-from orca_beam.models.registry import ModelSpec
-from orca_beam.records import EMBEDDED, EMPTY, NOT_IN_PLAYLIST, TOO_SHORT
+from orca_beam.statuses import FINAL_STATUSES
+from orca_beam.store.fingerprint import (
+    COMPARED_CONTENT,
+    COMPARED_FORCED,
+    COMPARED_METADATA,
+    COMPARED_NEW,
+)
+from orca_beam.store.schema import ENTRY_SCHEMA
+from orca_beam.store.version import (
+    COMMIT_NAME,
+    LEGACY_MANIFEST_NAME,
+    VERSION_NAME,
+    OutputVersion,
+    read_json,
+    utc_now,
+)
 
 LOG = logging.getLogger(__name__)
-#: The single-document manifest of versions written before the sharded form (read, never written).
-LEGACY_MANIFEST_NAME = "_manifest.json"
-COMMIT_NAME = "_commit.json"
 ENTRIES_DIR = "_manifest"
-VERSION_NAME = "_version.json"
 MANIFEST_FORMAT = 2
-#: Bump when the row schema or the framing code changes what a version's rows hold.
-ROW_FORMAT = 2
-#: Outcomes that are final: a re-run skips an unchanged source only if its outcome was one of these
-#: (failed sources are tried again).
-FINAL_STATUSES = (EMBEDDED, TOO_SHORT, NOT_IN_PLAYLIST, EMPTY)
 PLAN_KINDS = ("new", "changed", "retry", "unchanged", "deleted")
-#: How a source was found unchanged or not (the manifest's ``compared`` column).
-COMPARED_NEW = "new"  # no previous entry
-COMPARED_METADATA = "size+mtime"  # local: size and modification time equal, content not read
-COMPARED_CONTENT = "crc32c_content"  # local: the bytes' CRC32C (size/mtime differed or verified)
-COMPARED_OBJECT = "crc32c_object"  # gs://: the object's CRC32C from its metadata (no download)
-COMPARED_FORCED = "forced"  # --force: nothing compared
 #: Deleted sources named in a run's record (the count is always complete).
 DELETED_SAMPLE = 20
+#: The row shards a version folder may hold (embedding rows; calls mode's segment rows).
+ROW_SHARD_PATTERNS = ("rows-*.parquet", "segments-*.parquet")
 
-ENTRY_SCHEMA = pa.schema([
-    ("source", pa.string()),
-    ("size_bytes", pa.int64()),
-    ("mtime_s", pa.float64()),  # modification time, seconds since the epoch (UTC); null: unknown
-    ("fingerprint", pa.string()),  # crc32c:<base64 big-endian CRC32C>
-    ("compared", pa.string()),
-    ("status", pa.string()),
-    ("embeddings", pa.int64()),
-    ("shards", pa.list_(pa.string())),
-    ("run_id", pa.string()),
-    ("duration_s", pa.float64()),
-    ("error_class", pa.string()),
-    ("error", pa.string()),
-])
-
-
-def new_run_id() -> str:
-    """A run's id: UTC time to the second plus 6 random hex (sorts by time)."""
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"{now}-{uuid.uuid4().hex[:6]}"
-
-
-def utc_now() -> str:
-    """The current UTC time, ISO 8601 to the second."""
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-
-
-@dataclass(frozen=True)
-class OutputVersion:
-    """One model version's identity and where its outputs live."""
-
-    model: str
-    label: str  # ModelVersion.label: handle@sha256:<16>[+standin]
-    handle: str
-    content_sha256: str
-    standin: bool
-    settings: dict = field(hash=False)
-    #: The model file's licence (the registry's), stated in ``_version.json``.
-    licence: str = ""
-
-    @property
-    def version_id(self) -> str:
-        """Folder name: ``<content16>-<settings8>``."""
-        digest = hashlib.sha256(json.dumps(
-            {"handle": self.handle, "content": self.content_sha256, "settings": self.settings},
-            sort_keys=True).encode()).hexdigest()
-        return f"{self.content_sha256[:16]}-{digest[:8]}"
-
-    def folder(self, output: str) -> str:
-        """``<output>/<model>/<version_id>``."""
-        return f"{output.rstrip('/')}/{self.model}/{self.version_id}"
-
-    def to_dict(self) -> dict:
-        """What ``_version.json`` holds."""
-        return {**asdict(self), "version_id": self.version_id}
-
-
-def output_version(spec: ModelSpec, version: ModelVersion, *, channel: int | None,
-                   mode: str = "files", extra: dict | None = None) -> OutputVersion:
-    """The OutputVersion of ``spec`` loaded as ``version``; ``channel``, the mode and ``extra``
-    settings (segments mode: pooling, negatives, ...) are part of the identity."""
-    settings = {"row_format": ROW_FORMAT, "mode": mode, "sample_rate_hz": spec.sample_rate_hz,
-                "window_units": spec.window_units, "hop_units": spec.hop_units,
-                "unit_hop_samples": spec.unit_hop_samples, "tail": spec.tail,
-                "channel": -1 if channel is None else channel, **(extra or {})}
-    return OutputVersion(spec.name, version.label, version.handle, version.content_sha256,
-                         version.standin, settings, spec.licence)
-
-
-# --- fingerprints ------------------------------------------------------------------------------
-
-def crc32c_fingerprint(data: bytes) -> str:
-    """``crc32c:<base64 of the big-endian CRC32C>``, the form GCS reports for its objects."""
-    value = google_crc32c.value(data)
-    return "crc32c:" + base64.b64encode(struct.pack(">I", value)).decode()
-
-
-def object_fingerprint(path: str) -> str | None:
-    """The CRC32C a remote filesystem keeps in the object's metadata (gs://), without reading
-    the object; None where there is none (local files)."""
-    if not path.startswith("gs://"):
-        return None
-    try:
-        checksum = FileSystems.checksum(path)
-    except Exception:  # noqa: BLE001 - the caller falls back to reading the bytes
-        return None
-    return f"crc32c:{checksum}" if checksum else None
-
-
-def fingerprint(path: str, data: bytes | None = None) -> str:
-    """Content fingerprint of a file: the object's CRC32C from gs:// metadata (no download),
-    else the CRC32C of its bytes (``data`` when already read, else streamed in 8 MiB reads)."""
-    if data is not None:
-        return crc32c_fingerprint(data)
-    remote = object_fingerprint(path)
-    if remote:
-        return remote
-    crc = google_crc32c.Checksum()
-    with FileSystems.open(path) as handle:
-        while chunk := handle.read(8 << 20):
-            crc.update(chunk)
-    return "crc32c:" + base64.b64encode(crc.digest()).decode()
-
-
-# --- one entry, one decision --------------------------------------------------------------------
 
 @dataclass
 class ManifestEntry:
@@ -262,15 +147,10 @@ def combine_keys(keys: Iterable[int]) -> str:
 
 # --- reading a version's state ------------------------------------------------------------------
 
-def _read_json(path: str) -> dict:
-    with FileSystems.open(path) as handle:
-        return json.loads(handle.read().decode())
-
-
 def read_commit(folder: str) -> dict | None:
     """The commit record of a version folder (sharded form), or None when there is none."""
     path = f"{folder.rstrip('/')}/{COMMIT_NAME}"
-    return _read_json(path) if FileSystems.exists(path) else None
+    return read_json(path) if FileSystems.exists(path) else None
 
 
 def manifest_parts(folder: str) -> list[str]:
@@ -287,7 +167,7 @@ def manifest_parts(folder: str) -> list[str]:
 def read_entry_part(path: str) -> Iterator[dict]:
     """The entries (ENTRY_SCHEMA dicts) of one entry shard, or of a legacy ``_manifest.json``."""
     if path.endswith(".json"):
-        for entry in _read_json(path)["entries"].values():
+        for entry in read_json(path)["entries"].values():
             yield normalise_entry(entry)
         return
     with FileSystems.open(path) as handle:
@@ -312,7 +192,7 @@ def version_state(folder: str) -> dict:
     legacy = f"{folder}/{LEGACY_MANIFEST_NAME}"
     if not FileSystems.exists(legacy):
         return {"form": None, "written_at": None, "runs": [], "entries": 0, "row_shards": []}
-    manifest = _read_json(legacy)
+    manifest = read_json(legacy)
     shards = sorted({s for e in manifest["entries"].values() for s in e["shards"]})
     return {"form": "legacy", "written_at": manifest.get("written_at"),
             "runs": manifest.get("runs", []), "version": manifest.get("version"),
@@ -327,46 +207,6 @@ def read_manifest(folder: str) -> dict:
     entries = {e["source"]: e for e in iter_entries(folder)}
     return {"version": state.get("version"), "written_at": state.get("written_at"),
             "runs": state.get("runs", []), "entries": dict(sorted(entries.items()))}
-
-
-def shard_sources(entries: Iterable[dict]) -> dict[str, set[str]]:
-    """Row shard -> the sources whose current rows it holds (entries with rows)."""
-    wanted: dict[str, set[str]] = {}
-    for entry in entries:
-        for shard in entry["shards"] or []:
-            wanted.setdefault(shard, set()).add(entry["source"])
-    return wanted
-
-
-def keep_sources(table: pa.Table, sources: set[str] | None) -> pa.Table:
-    """The rows of ``table`` whose ``source`` is in ``sources`` (None: every row)."""
-    if sources is None:
-        return table
-    import pyarrow.compute as pc
-
-    return table.filter(pc.is_in(table.column("source"),
-                                 value_set=pa.array(sorted(sources), pa.string())))
-
-
-def read_current_rows_of_shard(shard: str, sources: set[str] | None,
-                               columns: list[str] | None = None) -> pa.Table:
-    """The rows of one row shard whose source is in ``sources`` (None: every row); ``columns``:
-    the columns to read (default all)."""
-    with FileSystems.open(shard) as handle:
-        wanted = None if columns is None else list(dict.fromkeys(["source", *columns]))
-        table = keep_sources(pq.ParquetFile(handle).read(columns=wanted), sources)
-    return table if columns is None else table.select(columns)
-
-
-def current_rows(folder: str | dict, columns: list[str] | None = None) -> pa.Table | None:
-    """Every current row of a small version as one table (a changed source's old rows stay out);
-    None if it has no rows. ``folder``: the version folder (or a :func:`read_manifest` dict).
-    Holds them all in memory: for notebooks and tests. The pipeline's stages read the same rows
-    shard by shard (``projector/stage.py``)."""
-    entries = (folder["entries"].values() if isinstance(folder, dict) else iter_entries(folder))
-    tables = [read_current_rows_of_shard(shard, sources, columns)
-              for shard, sources in sorted(shard_sources(entries).items())]
-    return pa.concat_tables(tables) if tables else None
 
 
 # --- writing a version's state ------------------------------------------------------------------
@@ -425,9 +265,8 @@ def delete_unreferenced(folder: str, record: dict) -> list[str]:
     ``record`` does not name; returns their paths."""
     folder = folder.rstrip("/")
     keep = set(record["row_shards"]) | {f"{folder}/{n}" for n in record["entry_shards"]}
-    found = [m.path for result in FileSystems.match(
-        [f"{folder}/rows-*.parquet", f"{folder}/{ENTRIES_DIR}/entries-*"]) for m in
-        result.metadata_list]
+    patterns = [f"{folder}/{p}" for p in ROW_SHARD_PATTERNS] + [f"{folder}/{ENTRIES_DIR}/entries-*"]
+    found = [m.path for result in FileSystems.match(patterns) for m in result.metadata_list]
     stale = sorted(set(found) - keep)
     legacy = f"{folder}/{LEGACY_MANIFEST_NAME}"
     if FileSystems.exists(legacy):
@@ -436,14 +275,3 @@ def delete_unreferenced(folder: str, record: dict) -> list[str]:
         FileSystems.delete(stale)
         LOG.info("deleted %d file(s) the commit does not name in %s", len(stale), folder)
     return stale
-
-
-def latest_version_folder(root: str, model: str) -> str | None:
-    """The version folder of ``model`` under an extraction output whose state (commit or legacy
-    manifest) was written last; None when there is none."""
-    found = FileSystems.match([f"{root.rstrip('/')}/{model}/*/{COMMIT_NAME}",
-                               f"{root.rstrip('/')}/{model}/*/{LEGACY_MANIFEST_NAME}"])
-    folders = sorted({m.path.rsplit("/", 1)[0] for r in found for m in r.metadata_list})
-    if not folders:
-        return None
-    return max((version_state(f)["written_at"] or "", f) for f in folders)[1]
