@@ -22,15 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-from orca_beam.hls import PLAYLIST_NAME, order_segments, parse_playlist
+from orca_beam.core.hls import PLAYLIST_NAME, order_segments, parse_playlist
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def make_folder(recordings: Path, minutes: float, work: Path) -> Path:
     """The HLS folder of ``minutes`` of the hydrophone recordings at 48 kHz (made once)."""
-    from benchmarks.hls_fixtures import write_hls_folder
-    from orca_beam.audio import load_audio
+    from orca_beam.core.audio import load_audio
+    from orca_beam.testing.hls_fixtures import write_hls_folder
 
     folder = work / f"hls-{int(minutes * 60)}s" / "1633046400"
     if (folder / PLAYLIST_NAME).exists():
@@ -46,8 +46,8 @@ def timed_pass(items, resample_to_hz: int | None) -> tuple[float, int]:
     """(wall seconds, samples decoded) of one decode of every segment."""
     import soxr
 
-    from orca_beam.audio import RESAMPLE_QUALITY
-    from orca_beam.hls import decode_segments
+    from orca_beam.core.audio import RESAMPLE_QUALITY
+    from orca_beam.core.hls import decode_segments
 
     stream = (soxr.ResampleStream(48000, resample_to_hz, 1, dtype="float32",
                                   quality=RESAMPLE_QUALITY) if resample_to_hz else None)

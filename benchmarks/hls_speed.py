@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.hls_fixtures import write_hls_folder
 from benchmarks.speed import DirectCalls, make_long_file, pipeline, real_files
+from orca_beam.testing.hls_fixtures import write_hls_folder
 
 FOLDER_S = 1_633_046_400  # 2021-10-01T00:00:00Z
 RANGE = ["--start=2021-10-01T00:00:00Z", "--end=2021-10-02T00:00:00Z"]
@@ -31,7 +31,7 @@ RANGE = ["--start=2021-10-01T00:00:00Z", "--end=2021-10-02T00:00:00Z"]
 def hls_folder(files: list[Path], seconds: float, root: Path) -> Path:
     """``<root>/hls/<FOLDER_S>/``: ``seconds`` of the recordings (48 kHz mono, one after another,
     repeated) as 10 s AAC segments; made once per size."""
-    from orca_beam.audio import load_audio
+    from orca_beam.core.audio import load_audio
 
     folder = root / "hls" / str(FOLDER_S)
     if (folder / "live.m3u8").exists():
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     handle = args.model_handle
     if handle is None:
-        from orca_beam.models.standins.build import ensure_standins
+        from orca_beam.testing.standins.build import ensure_standins
 
         handle = str(ensure_standins() / args.model)
     args.work.mkdir(parents=True, exist_ok=True)

@@ -177,9 +177,9 @@ def log_mel_features(path: str) -> np.ndarray:
     64-band log-mel (16 kHz, YAMNet's front end: 25 ms windows, 10 ms hop), 128-d."""
     import tensorflow as tf
 
-    from orca_beam.audio import load_audio
+    from orca_beam.core.audio import load_audio
+    from orca_beam.core.registry import get_model_spec
     from orca_beam.models import frontends
-    from orca_beam.models.registry import get_model_spec
 
     spec = get_model_spec("yamnet")
     waveform = load_audio(path, spec.sample_rate_hz)
@@ -189,8 +189,8 @@ def log_mel_features(path: str) -> np.ndarray:
 
 def run(args) -> dict:
     """The whole benchmark: embeds, measures, returns the result dict."""
-    from orca_beam.models.registry import get_model_spec
-    from orca_beam.models.standins.build import ensure_standins
+    from orca_beam.core.registry import get_model_spec
+    from orca_beam.testing.standins.build import ensure_standins
 
     clips = read_catalogue(args.recordings)
     given = dict(item.split("=", 1) for item in args.model_handle)

@@ -65,9 +65,9 @@ def write_wavs(folder: Path, count: int, start: int = 0) -> list[Path]:
 
 def yamnet_folder(output: Path, handle: Path) -> tuple[str, object]:
     """(version folder, OutputVersion) the extraction will use for the YAMNet stand-in."""
+    from orca_beam.core.registry import get_model_spec
+    from orca_beam.extract.versions import output_version
     from orca_beam.models.loading import model_version
-    from orca_beam.models.registry import get_model_spec
-    from orca_beam.versions import output_version
 
     version = output_version(get_model_spec("yamnet"), model_version(str(handle)), channel=None)
     return version.folder(str(output)), version
@@ -267,7 +267,7 @@ def main() -> None:
                         help="Manifest entries of the last --plan measurement (0: skip).")
     parser.add_argument("--work", default=None, help="Scratch folder (default: a temp dir).")
     args = parser.parse_args()
-    from orca_beam.models.standins.build import ensure_standins
+    from orca_beam.testing.standins.build import ensure_standins
 
     handle = ensure_standins() / "yamnet"
     sizes = [tuple(int(v) for v in item.split(":")) for item in args.sizes.split(",")]

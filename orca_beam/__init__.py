@@ -6,23 +6,19 @@ The one-call API for notebooks::
     result = embed_file("call.wav", "yamnet")            # TF Hub handle from the registry
     result.embeddings.shape, result.start_s, result.end_s, result.spectrogram.shape
 
-Importing this package imports Beam's filesystems (and makes its ``s3://`` client share one
-boto3 client per process, unsigned without credentials: :mod:`orca_beam.s3`); TensorFlow is
-imported on the first call.
+Importing the package has no side effect: TensorFlow is imported on the first call, and the
+``s3://`` set-up (one shared boto3 client per process, unsigned without credentials) is the
+explicit :func:`orca_beam.core.s3.install`, which the entry points and the reading stages call.
 """
 
 from __future__ import annotations
-
-from orca_beam import s3 as _s3
-
-_s3.install()
 
 __all__ = ["embed_file"]
 __version__ = "0.1.0"
 
 
 def embed_file(source, model, handle=None, **kwargs):
-    """Embeds one file with one model; see :func:`orca_beam.embed.embed_file`."""
-    from orca_beam.embed import embed_file as _embed_file
+    """Embeds one file with one model; see :func:`orca_beam.models.embed.embed_file`."""
+    from orca_beam.models.embed import embed_file as _embed_file
 
     return _embed_file(source, model, handle, **kwargs)

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 
-LOG = logging.getLogger("orca_beam.transforms")
+LOG = logging.getLogger("orca_beam.extract.stages")
 
 
 class Progress:

@@ -7,7 +7,20 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from orca_beam.statuses import NO_TIME
+from orca_beam.core.statuses import NO_TIME
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """A file this run decodes: the models it is embedded with, and its fingerprint when the
+    plan already computed it ("" otherwise: computed while the bytes are read)."""
+
+    path: str
+    size_bytes: int
+    mtime_s: float | None
+    models: tuple[str, ...]
+    fingerprint: str = ""
+    compared: str = ""
 
 
 @dataclass(frozen=True)

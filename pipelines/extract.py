@@ -26,8 +26,46 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
-from orca_beam.annotations import REJECTED, load_mapping, parse_annotations
-from orca_beam.hls_source import (
+from orca_beam.core import s3
+from orca_beam.core.annotations import REJECTED, load_mapping, parse_annotations
+from orca_beam.core.registry import get_model_spec
+from orca_beam.core.s3 import s3_settings
+from orca_beam.core.statuses import FAILED
+from orca_beam.extract.commit import ManifestEntries, WriteManifest
+from orca_beam.extract.embed import EmbedWithModel, WriteEmbeddings
+from orca_beam.extract.options import ExtractOptions, label_table
+from orca_beam.extract.outcomes import AccountOutcomes, WriteOutcomes
+from orca_beam.extract.plan import (
+    DELETED_TAG,
+    PLAN_TAG,
+    WORK_TAG,
+    PlanSources,
+    SummarisePlan,
+    carried_tag,
+)
+from orca_beam.extract.summary import (
+    format_segment_summary,
+    format_summary,
+    read_jsonl,
+    summarise,
+    summarise_segments,
+    write_summary,
+)
+from orca_beam.extract.versions import output_version
+from orca_beam.models.loading import ModelUnavailableError, cached_model, model_version
+from orca_beam.progress import Progress
+from orca_beam.projector.export import projector_dir
+from orca_beam.projector.stage import ExportProjector
+from orca_beam.sources.calls import (
+    OUTCOMES_TAG,
+    PLANNED_TAG,
+    AccountSegments,
+    CutSegments,
+    SegmentRowsFn,
+    group_by_file,
+)
+from orca_beam.sources.files import DecodeAndFrame, MatchFiles
+from orca_beam.sources.hls import (
     FOLDERS_TAG,
     DecodeSpans,
     FormSpans,
@@ -36,54 +74,11 @@ from orca_beam.hls_source import (
     folders_in_range,
     look_behind_s,
 )
-from orca_beam.incremental import (
-    DELETED_TAG,
-    PLAN_TAG,
-    WORK_TAG,
-    ManifestEntries,
-    MatchFiles,
-    PlanSources,
-    SummarisePlan,
-    WriteManifest,
-    carried_tag,
-)
-from orca_beam.models.loading import ModelUnavailableError, cached_model, model_version
-from orca_beam.models.registry import get_model_spec
-from orca_beam.options import ExtractOptions, label_table
-from orca_beam.progress import Progress
-from orca_beam.projector.export import projector_dir
-from orca_beam.projector.stage import ExportProjector
-from orca_beam.s3 import s3_settings
-from orca_beam.segments import (
-    OUTCOMES_TAG,
-    PLANNED_TAG,
-    AccountSegments,
-    CutSegments,
-    SegmentRowsFn,
-    group_by_file,
-)
-from orca_beam.statuses import FAILED
 from orca_beam.store.manifest import PLAN_KINDS, version_state
 from orca_beam.store.reader import ReadEntries
 from orca_beam.store.schema import segment_schema
 from orca_beam.store.version import new_run_id
-from orca_beam.summary import (
-    format_segment_summary,
-    format_summary,
-    read_jsonl,
-    summarise,
-    summarise_segments,
-    write_summary,
-)
 from orca_beam.tags import FAILURES_TAG, FILES_TAG, GAPS_TAG, SOURCES_TAG
-from orca_beam.transforms import (
-    AccountOutcomes,
-    DecodeAndFrame,
-    EmbedWithModel,
-    WriteEmbeddings,
-    WriteOutcomes,
-)
-from orca_beam.versions import output_version
 
 LOG = logging.getLogger("orca_beam.extract")
 
@@ -368,6 +363,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     template)."""
     options = ExtractOptions(argv if argv is not None else sys.argv[1:])
     options.validate()
+    s3.install()  # one shared (unsigned without credentials) S3 client per process
     FileSystems.set_options(options)  # s3:// settings for the launcher's own listing and reads
     Progress.configure(options.progress_interval_s)  # the launcher's own lines (in-process)
     annotations = None

@@ -13,7 +13,7 @@ import logging
 
 def run(argv: list[str] | None = None) -> list[dict]:
     """Parses ``--out DIR [--seed N] [--model NAME ...]``, builds, prints one JSON line per model."""
-    from orca_beam.models.standins.build import DEFAULT_SEED, MODEL_NAMES, build_standins
+    from orca_beam.testing.standins.build import DEFAULT_SEED, MODEL_NAMES, build_standins
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="output directory (local path)")

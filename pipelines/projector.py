@@ -21,8 +21,9 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from orca_beam.models.registry import MODELS
-from orca_beam.options import label_table, projector_kwargs, projector_parser
+from orca_beam.core import s3
+from orca_beam.core.registry import MODELS
+from orca_beam.extract.options import label_table, projector_kwargs, projector_parser
 from orca_beam.projector.stage import ExportProjector
 from orca_beam.store.reader import ReadEntries
 from orca_beam.store.version import latest_version_folder
@@ -52,6 +53,7 @@ def run(argv: list[str] | None = None) -> list[dict]:
         raise ValueError("--projector_point none exports nothing")
     root = options.embeddings.rstrip("/")
     beam_options = PipelineOptions(beam_args or ["--runner=FnApiRunner"])
+    s3.install()  # one shared (unsigned without credentials) S3 client per process
     FileSystems.set_options(beam_options)  # s3:// settings for the launcher's own reads
     pipeline = beam.Pipeline(options=beam_options)
     export_kwargs = projector_kwargs(options, label_table(options))  # the labels read once

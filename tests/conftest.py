@@ -22,7 +22,7 @@ ORCA_CALLS = Path(os.environ.get("ORCA_CALLS_DIR", REPO.parent / "shared" / "dat
 @pytest.fixture(scope="session")
 def standin_dir() -> Path:
     """Directory with vggish/, yamnet/, humpback/ stand-in SavedModels (cached across runs)."""
-    from orca_beam.models.standins.build import ensure_standins
+    from orca_beam.testing.standins.build import ensure_standins
 
     return ensure_standins()
 
@@ -171,6 +171,9 @@ class S3Emulator:
 def s3_emulator(tmp_path_factory):
     """Starts a real S3 emulator server process (moto_server, in memory) on 127.0.0.1 with a
     public-read bucket, and stops it at the end of the session."""
+    from orca_beam.core import s3
+
+    s3.install()  # the tests' own FileSystems reads of s3:// use the product's client
     executable = Path(sys.executable).parent / "moto_server"
     if not executable.exists():
         pytest.skip("moto_server is not installed (pip install -e '.[test]')")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orca_beam.annotations import (
+from orca_beam.core.annotations import (
     BAD_ROW,
     DEFAULT_CONFIG,
     EMBEDDED,
@@ -19,9 +19,9 @@ from orca_beam.annotations import (
     sample_negatives,
     zero_padded_samples,
 )
-from orca_beam.annotations import decide_rows as decide
-from orca_beam.framing import num_frames
-from orca_beam.models.registry import get_model_spec
+from orca_beam.core.annotations import decide_rows as decide
+from orca_beam.core.framing import num_frames
+from orca_beam.core.registry import get_model_spec
 
 ORCAML = ("dataset\twav_filename\tstart_time_s\tduration_s\tlocation\tdate\t"
           "pst_or_master_tape_identifier\n"
@@ -155,7 +155,7 @@ def test_zero_padding_is_counted_at_the_file_edges():
 def test_pooling_mean_max_and_frames():
     import numpy as np
 
-    from orca_beam.segments import pool
+    from orca_beam.sources.calls import pool
 
     frames = np.array([[1.0, -2.0], [3.0, 4.0], [2.0, 1.0]], np.float32)
     np.testing.assert_array_equal(pool(frames, "mean"), [[2.0, 1.0]])

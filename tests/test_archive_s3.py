@@ -18,10 +18,10 @@ import soundfile as sf
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from benchmarks.hls_fixtures import write_hls_folder
-from orca_beam.hls import PLAYLIST_NAME, parse_playlist
+from orca_beam.core.hls import PLAYLIST_NAME, parse_playlist
 from orca_beam.store.reader import current_rows
 from orca_beam.store.version import latest_version_folder
+from orca_beam.testing.hls_fixtures import write_hls_folder
 from pipelines import extract
 from tests.test_s3_pipeline import without_credentials
 
@@ -41,7 +41,7 @@ import json, sys, time
 started = time.perf_counter()
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
-from orca_beam.hls_source import list_folders
+from orca_beam.sources.hls import list_folders
 options = PipelineOptions([f"--s3_endpoint_url={sys.argv[1]}"])
 FileSystems.set_options(options)
 folders = list_folders(sys.argv[2], options)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from orca_beam.audio import (
+from orca_beam.core.audio import (
     ChannelOutOfRangeError,
     CorruptAudioError,
     EmptyAudioError,
@@ -178,7 +178,7 @@ def test_errors_name_the_source(tmp_path):
 FUZZ = r"""
 import io, sys
 import numpy as np, soundfile as sf
-from orca_beam.audio import AudioError, validate_audio
+from orca_beam.core.audio import AudioError, validate_audio
 rng = np.random.default_rng(7)
 seeds = []
 for fmt, sub in [("WAV", "PCM_16"), ("WAV", "IMA_ADPCM"), ("FLAC", "PCM_16"), ("OGG", "VORBIS"),

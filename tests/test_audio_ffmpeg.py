@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from orca_beam.audio import (
+from orca_beam.core.audio import (
     CorruptAudioError,
     EmptyAudioError,
     load_audio,

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from benchmarks import speed
+from orca_beam.core.registry import get_model_spec
 from orca_beam.models.loading import cached_model
-from orca_beam.models.registry import get_model_spec
 
 pytestmark = pytest.mark.slow
 MODELS = ("yamnet", "vggish", "humpback")

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orca_beam.audio import load_audio
+from orca_beam.core.audio import load_audio
+from orca_beam.core.registry import get_model_spec
 from orca_beam.models.loading import cached_model, model_version
-from orca_beam.models.registry import get_model_spec
 from orca_beam.models.tflite import TfliteEmbedder, resolve_tflite_file, with_output
 from orca_beam.store.reader import current_rows
 from orca_beam.store.version import latest_version_folder

@@ -7,10 +7,10 @@ import pytest
 import tensorflow as tf
 
 from orca_beam import embed_file
-from orca_beam.audio import load_audio
-from orca_beam.embed import cached_model
-from orca_beam.framing import num_frames
-from orca_beam.models.registry import get_model_spec
+from orca_beam.core.audio import load_audio
+from orca_beam.core.framing import num_frames
+from orca_beam.core.registry import get_model_spec
+from orca_beam.models.embed import cached_model
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from orca_beam.file_times import FileTimeError, file_start_utc, time_zone
+from orca_beam.core.file_times import FileTimeError, file_start_utc, time_zone
 
 FORMAT = "%Y-%m-%d_%H-%M-%S"
 

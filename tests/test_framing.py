@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from orca_beam.framing import Chunker, frame_times_s, num_frames
-from orca_beam.models.registry import get_model_spec
+from orca_beam.core.framing import Chunker, frame_times_s, num_frames
+from orca_beam.core.registry import get_model_spec
 
 VGGISH, YAMNET, HUMPBACK, BIRDNET = (get_model_spec(n)
                                      for n in ("vggish", "yamnet", "humpback", "birdnet"))
@@ -114,7 +114,7 @@ def test_chunker_pieces_tile_the_whole_file_grid(spec, n):
 def test_run_chunker_spans_give_the_full_windows_of_one_pass(name):
     """A stream cut into spans (each with look-behind, owning the frames that end in it) gives
     the full windows of one pass: same frames, same samples, none twice, none zero-padded."""
-    from orca_beam.framing import RunChunker
+    from orca_beam.core.framing import RunChunker
 
     spec = get_model_spec(name)
     rate = spec.sample_rate_hz

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from benchmarks.hls_fixtures import write_hls_folder
-from orca_beam.hls import (
+from orca_beam.core.hls import (
     FOLDER_PLUS_DURATIONS,
     PROGRAM_DATE_TIME,
     PTS_WRAP_S,
@@ -32,6 +31,7 @@ from orca_beam.hls import (
     select_folders,
     unwrap_offset_s,
 )
+from orca_beam.testing.hls_fixtures import write_hls_folder
 
 FOLDER_S = 1_633_046_400  # 2021-10-01T00:00:00Z
 

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from benchmarks.hls_fixtures import write_hls_folder
-from orca_beam.hls import PLAYLIST_NAME, decode_segments, order_segments, parse_playlist
+from orca_beam.core.hls import PLAYLIST_NAME, decode_segments, order_segments, parse_playlist
 from orca_beam.store.reader import current_rows
 from orca_beam.store.version import latest_version_folder
+from orca_beam.testing.hls_fixtures import write_hls_folder
 from pipelines import extract
 
 pytestmark = pytest.mark.slow

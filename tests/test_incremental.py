@@ -149,7 +149,7 @@ def test_reruns_do_only_the_work_that_changed(audio, orca_calls, standin_dir, tm
 
 def test_a_changed_model_writes_a_new_version_and_leaves_the_old_one(
         audio, standin_dir, tmp_path):
-    from orca_beam.models.standins.build import DEFAULT_SEED, build_standin
+    from orca_beam.testing.standins.build import DEFAULT_SEED, build_standin
 
     output = tmp_path / "out"
     extract.run(args(audio, output, standin_dir / "yamnet"))

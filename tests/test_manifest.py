@@ -13,15 +13,15 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from orca_beam.incremental import (
+from orca_beam.extract.plan import (
     DELETED_TAG,
     PLAN_TAG,
     WORK_TAG,
-    MatchFiles,
     PlanSources,
     SummarisePlan,
     carried_tag,
 )
+from orca_beam.sources.files import MatchFiles
 from orca_beam.store.fingerprint import COMPARED_CONTENT, COMPARED_METADATA, crc32c_fingerprint
 from orca_beam.store.manifest import (
     ManifestEntry,

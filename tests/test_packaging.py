@@ -20,7 +20,7 @@ for package in (orca_beam, pipelines):
     for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
         importlib.import_module(info.name)
         names.append(info.name)
-from orca_beam.annotations import load_mapping
+from orca_beam.core.annotations import load_mapping
 print(load_mapping().file_column)
 print(" ".join(sorted(names)))
 """

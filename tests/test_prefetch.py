@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from orca_beam.prefetch import prefetched
+from orca_beam.core.prefetch import prefetched
 
 
 def test_items_arrive_in_order_and_the_producer_stays_at_most_depth_ahead():

@@ -1,6 +1,6 @@
 import pytest
 
-from orca_beam.models.registry import MODELS, get_model_spec
+from orca_beam.core.registry import MODELS, get_model_spec
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -14,9 +14,9 @@ import pytest
 import soundfile as sf
 
 from orca_beam import embed_file
-from orca_beam.audio import load_audio
-from orca_beam.framing import num_frames
-from orca_beam.models.registry import get_model_spec
+from orca_beam.core.audio import load_audio
+from orca_beam.core.framing import num_frames
+from orca_beam.core.registry import get_model_spec
 from pipelines import extract
 
 pytestmark = pytest.mark.slow

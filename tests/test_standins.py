@@ -14,9 +14,9 @@ import pytest
 import tensorflow as tf
 import tensorflow_hub as hub
 
-from orca_beam.framing import num_frames, num_units
+from orca_beam.core.framing import num_frames, num_units
+from orca_beam.core.registry import get_model_spec
 from orca_beam.models.loading import load_model, model_version
-from orca_beam.models.registry import get_model_spec
 
 LENGTHS_S = [0.2, 0.96, 1.0, 10.0, 61.3]
 

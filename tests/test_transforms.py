@@ -10,11 +10,11 @@ import soundfile as sf
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from orca_beam.framing import num_frames
-from orca_beam.incremental import MatchFiles
-from orca_beam.models.registry import get_model_spec
+from orca_beam.core.framing import num_frames
+from orca_beam.core.registry import get_model_spec
+from orca_beam.extract.outcomes import AccountOutcomes
 from orca_beam.records import Failure, FileRecord
-from orca_beam.transforms import AccountOutcomes, DecodeAndFrame
+from orca_beam.sources.files import DecodeAndFrame, MatchFiles
 
 
 def test_match_files_lists_each_distinct_file_once_with_size_and_mtime(tmp_path):

@@ -2,14 +2,14 @@
 
 Used inside the stand-in SavedModels and, for VGGish whose Hub model does not return its log-mel,
 to compute the representation the model consumed (for sprites and ``embed_file``). Parameters come
-from :class:`~orca_beam.models.registry.FrontEnd`.
+from :class:`~orca_beam.core.registry.FrontEnd`.
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
-from orca_beam.models.registry import (
+from orca_beam.core.registry import (
     PCEN_ALPHA,
     PCEN_DELTA,
     PCEN_FLOOR,

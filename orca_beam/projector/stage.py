@@ -17,7 +17,6 @@ import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
-from orca_beam.incremental import rows_digest
 from orca_beam.projector.export import (
     BLOCK_POINTS,
     assemble,
@@ -33,6 +32,7 @@ from orca_beam.projector.export import (
     scan_keys,
     write_part,
 )
+from orca_beam.store.digest import rows_digest
 
 LOG = logging.getLogger(__name__)
 

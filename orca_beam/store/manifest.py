@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from orca_beam.statuses import FINAL_STATUSES
+from orca_beam.core.statuses import FINAL_STATUSES
 from orca_beam.store.fingerprint import (
     COMPARED_CONTENT,
     COMPARED_FORCED,

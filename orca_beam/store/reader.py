@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from orca_beam.core import s3
 from orca_beam.store.manifest import iter_entries, manifest_parts, read_entry_part
 
 
@@ -66,6 +67,22 @@ def current_rows(folder: str | dict, columns: list[str] | None = None) -> pa.Tab
 
 
 
+class _ListEntryShardsFn(beam.DoFn):
+    def setup(self):
+        s3.install()
+
+    def process(self, folder: str) -> Iterator[str]:
+        yield from manifest_parts(folder)
+
+
+class _ReadEntryShardFn(beam.DoFn):
+    def setup(self):
+        s3.install()
+
+    def process(self, path: str) -> Iterator[dict]:
+        yield from read_entry_part(path)
+
+
 class ReadEntries(beam.PTransform):
     """A version folder -> its manifest entries (ENTRY_SCHEMA dicts), read at run time (so a
     template run every night reads that night's state), one entry shard per worker step; an old
@@ -78,9 +95,9 @@ class ReadEntries(beam.PTransform):
     def expand(self, pbegin):
         return (pbegin
                 | "VersionFolder" >> beam.Create([self.folder])
-                | "ListEntryShards" >> beam.FlatMap(manifest_parts)
+                | "ListEntryShards" >> beam.ParDo(_ListEntryShardsFn())
                 | "SpreadShards" >> beam.Reshuffle()
-                | "ReadEntryShard" >> beam.FlatMap(read_entry_part))
+                | "ReadEntryShard" >> beam.ParDo(_ReadEntryShardFn()))
 
 
 def _shards_of_entry(entry: dict, pattern: str | None) -> Iterator[tuple[str, str]]:
@@ -93,6 +110,9 @@ def _shards_of_entry(entry: dict, pattern: str | None) -> Iterator[tuple[str, st
 class _ReadShardFn(beam.DoFn):
     def __init__(self, columns: Sequence[str] | None):
         self.columns = None if columns is None else list(columns)
+
+    def setup(self):
+        s3.install()
 
     def process(self, keyed) -> Iterator[pa.RecordBatch]:
         shard, sources = keyed

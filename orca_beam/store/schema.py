@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from orca_beam.core.statuses import NO_TIME
 from orca_beam.features.thumbnails import THUMB_PX
-from orca_beam.statuses import NO_TIME
 
 #: Bump when the row schema or the framing code changes what a version's rows hold.
 ROW_FORMAT = 2

@@ -3,8 +3,8 @@ the store's :class:`~orca_beam.store.version.OutputVersion`."""
 
 from __future__ import annotations
 
+from orca_beam.core.registry import ModelSpec
 from orca_beam.models.loading import ModelVersion
-from orca_beam.models.registry import ModelSpec
 from orca_beam.store.schema import ROW_FORMAT
 from orca_beam.store.version import OutputVersion
 

@@ -2,7 +2,7 @@
 
 ``build_standins(out_dir)`` writes ``out_dir/vggish``, ``out_dir/yamnet`` and ``out_dir/humpback``:
 SavedModel directories that ``tensorflow_hub.load`` opens and that are called exactly like the real
-models (see :mod:`orca_beam.models.registry`), with the published front ends and network stacks and
+models (see :mod:`orca_beam.core.registry`), with the published front ends and network stacks and
 seeded random weights. Each carries ``assets/orca_beam_standin.json``, which is how the pipeline
 knows to label its output ``standin``: these embeddings are NOT real model output.
 
@@ -22,14 +22,14 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from orca_beam.models import frontends
-from orca_beam.models.loading import STANDIN_MARKER
-from orca_beam.models.registry import (
+from orca_beam.core.registry import (
     PATCH_FRAMES,
     YAMNET_PATCH_HOP_FRAMES,
     get_model_spec,
 )
-from orca_beam.models.standins.networks import (
+from orca_beam.models import frontends
+from orca_beam.models.loading import STANDIN_MARKER
+from orca_beam.testing.standins.networks import (
     Dense,
     HumpbackEmbedNetwork,
     VGGishNetwork,
@@ -253,7 +253,9 @@ def builder_key(seed: int = DEFAULT_SEED) -> str:
     """Hash of the builder's source code and the seed: the cache key of built stand-ins."""
     digest = hashlib.sha256(str(seed).encode())
     here = Path(__file__).resolve().parent
-    sources = sorted(here.glob("*.py")) + [here.parent / "frontends.py", here.parent / "registry.py"]
+    package = here.parents[1]  # orca_beam/
+    sources = sorted(here.glob("*.py")) + [package / "models" / "frontends.py",
+                                           package / "core" / "registry.py"]
     for source in sources:
         digest.update(source.name.encode())
         digest.update(source.read_bytes())

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from orca_beam.audio import frame_samples
+from orca_beam.core.audio import frame_samples
 
 PLAYLIST_NAME = "live.m3u8"
 #: How a row's absolute time was obtained (the ``time_source`` values).

@@ -1,6 +1,6 @@
 """Sample grids and exact chunking per model.
 
-A model's embeddings lie on a grid (see :class:`~orca_beam.models.registry.ModelSpec`): embedding
+A model's embeddings lie on a grid (see :class:`~orca_beam.core.registry.ModelSpec`): embedding
 ``i`` covers samples ``[i * hop_samples, i * hop_samples + window_samples)`` of the file at the
 model's rate. :func:`num_frames` gives how many embeddings one call on the whole file yields, and
 :class:`Chunker` cuts a stream of samples into bounded :class:`Piece` s whose embeddings are exactly
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from orca_beam.models.registry import ModelSpec
+from orca_beam.core.registry import ModelSpec
 
 #: Humpback PCEN warm-up, in front-end frames (15.36 s). The smoothing weight of a frame that far
 #: back is 0.975**512 = 2.3e-6, so a chunked PCEN agrees with the whole-file PCEN to ~1e-6.

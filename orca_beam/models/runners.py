@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from orca_beam.core.framing import Piece
+from orca_beam.core.registry import PATCH_FRAMES, ModelSpec
 from orca_beam.features.thumbnails import to_images
-from orca_beam.framing import Piece
-from orca_beam.models.registry import PATCH_FRAMES, ModelSpec
 
 LOG = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The Beam RunInference ``ModelHandler`` for the registry models (wraps :mod:`orca_beam.runners`).
+"""The Beam RunInference ``ModelHandler`` for the registry models (wraps :mod:`orca_beam.models.runners`).
 
 One model per process, shared by its threads (Beam's ``shared.Shared`` over the process cache
 ``loading.cached_model``), loaded with ``tensorflow_hub.load`` in ``load_model`` (never in a
@@ -15,9 +15,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from orca_beam.framing import Piece
-from orca_beam.models.registry import ModelSpec
-from orca_beam.runners import DEFAULT_BATCH_WINDOWS, DEFAULT_PACK_S, Runner, make_runner
+from orca_beam.core.framing import Piece
+from orca_beam.core.registry import ModelSpec
+from orca_beam.models.runners import DEFAULT_BATCH_WINDOWS, DEFAULT_PACK_S, Runner, make_runner
 
 
 @dataclass

@@ -7,7 +7,7 @@ from collections import Counter
 
 from apache_beam.io.filesystems import FileSystems
 
-from orca_beam.statuses import (
+from orca_beam.core.statuses import (
     EMBEDDED,
     FAILED,
     FAILED_STATUSES,

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from orca_beam.audio import Source, load_audio
-from orca_beam.framing import Chunker, default_chunk_frames, frame_times_s, num_frames
+from orca_beam.core.audio import Source, load_audio
+from orca_beam.core.framing import Chunker, default_chunk_frames, frame_times_s, num_frames
+from orca_beam.core.registry import ModelSpec, get_model_spec
 from orca_beam.models.loading import cached_model
-from orca_beam.models.registry import ModelSpec, get_model_spec
-from orca_beam.runners import DEFAULT_PACK_S, make_runner
+from orca_beam.models.runners import DEFAULT_PACK_S, make_runner
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from orca_beam.hls import PLAYLIST_NAME
+from orca_beam.core.hls import PLAYLIST_NAME
 
 
 def write_hls_folder(samples: np.ndarray, folder: Path, *, date_times: bool = True,

@@ -15,77 +15,34 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import apache_beam as beam
-from apache_beam.io import fileio
 
-from orca_beam.listing import MatchedFile, matched_file
-from orca_beam.records import SourceState
-from orca_beam.statuses import FAILED
+from orca_beam.core import s3
+from orca_beam.core.listing import MatchedFile
+from orca_beam.records import WorkItem
 from orca_beam.store.fingerprint import fingerprint, rule_of
 from orca_beam.store.manifest import (
     DELETED_SAMPLE,
-    ENTRIES_DIR,
     PLAN_KINDS,
-    ManifestEntry,
-    combine_keys,
-    commit,
-    commit_record,
     decide,
-    entries_table,
-    entry_key,
     normalise_entry,
 )
-from orca_beam.store.reader import read_current_rows_of_shard
 from orca_beam.store.schema import ENTRY_SCHEMA
-from orca_beam.store.sinks import WriteParquetShards
 from orca_beam.tags import NAMESPACE
 
 LOG = logging.getLogger(__name__)
 WORK_TAG = "work"
 PLAN_TAG = "plan"
 DELETED_TAG = "deleted"
-#: Entries per table written to an entry shard.
-ENTRY_BATCH = 8192
 
 
-@dataclass(frozen=True)
-class WorkItem:
-    """A file this run decodes: the models it is embedded with, and its fingerprint when the
-    plan already computed it ("" otherwise: computed while the bytes are read)."""
-
-    path: str
-    size_bytes: int
-    mtime_s: float | None
-    models: tuple[str, ...]
-    fingerprint: str = ""
-    compared: str = ""
 
 
-def _first(items):
-    return next(iter(items))
 
 
-def _to_matched(kv) -> MatchedFile:
-    return matched_file(kv[1])
 
 
-class MatchFiles(beam.PTransform):
-    """Glob patterns (local or gs://) -> one MatchedFile per distinct matched path (listing
-    only: no file is opened)."""
-
-    def __init__(self, patterns: Sequence[str]):
-        super().__init__()
-        self.patterns = list(patterns)
-
-    def expand(self, pbegin):
-        return (pbegin
-                | "ListPatterns" >> beam.Create(self.patterns)
-                | "MatchPatterns" >> fileio.MatchAll()
-                | "KeyByPath" >> beam.Map(lambda meta: (meta.path, meta))
-                | "KeepOnePerPath" >> beam.CombinePerKey(_first)
-                | "ToMatchedFile" >> beam.Map(_to_matched))
 
 
 _VALUE_FIELDS = tuple(name for name in ENTRY_SCHEMA.names if name != "source")
@@ -114,6 +71,9 @@ class _PlanFn(beam.DoFn):
         self.verify_content = verify_content
         self.keep_unmatched = keep_unmatched
         self.checked = beam.metrics.Metrics.counter(NAMESPACE, "files_content_checked")
+
+    def setup(self):
+        s3.install()  # content() may read an object's metadata
 
     def process(self, keyed):
         source, grouped = keyed
@@ -219,112 +179,12 @@ class SummarisePlan(beam.PTransform):
                                              beam.pvalue.AsList(samples)))
 
 
-class _ManifestEntryFn(beam.DoFn):
-    def __init__(self, model: str, run_id: str):
-        self.model = model
-        self.run_id = run_id
-
-    def process(self, keyed):
-        source, grouped = keyed
-        states: list[SourceState] = list(grouped["sources"])
-        if not states or self.model not in states[0].models:
-            return
-        state = states[0]
-        outcome = next(iter(grouped["outcomes"]), None)
-        shards = sorted(set(grouped["shards"]))
-        yield ManifestEntry(
-            source, state.size_bytes, state.fingerprint,
-            outcome.status if outcome else FAILED, outcome.embeddings if outcome else 0,
-            shards if outcome and outcome.embeddings else [], self.run_id,
-            outcome.duration_s if outcome else None,
-            outcome.error_class if outcome else "MissingOutcome",
-            outcome.error if outcome else "no outcome was recorded",
-            state.mtime_s, state.compared).to_dict()
 
 
-def _shard_sources(shard: str):
-    """(source, shard) for every source with rows in a written row shard (reads only the
-    ``source`` column of that one shard)."""
-    import pyarrow.compute as pc
-
-    column = read_current_rows_of_shard(shard, None, ["source"]).column("source")
-    for source in pc.unique(column).to_pylist():
-        yield source, shard
 
 
-class ManifestEntries(beam.PTransform):
-    """This run's manifest entries of one model (ENTRY_SCHEMA dicts) for the files it
-    processed: a join by source of ``sources`` (SourceState), ``outcomes`` (Outcome, any model)
-    and ``shards`` (the row shard names this run wrote for the model)."""
-
-    def __init__(self, model: str, run_id: str):
-        super().__init__()
-        self.model = model
-        self.run_id = run_id
-
-    def expand(self, inputs):
-        model = self.model
-        keyed = {
-            "sources": inputs["sources"] | "KeySources" >> beam.Map(lambda s: (s.source, s)),
-            "outcomes": (inputs["outcomes"]
-                         | "OnlyThisModel" >> beam.Filter(lambda o, m=model: o.model == m)
-                         | "KeyOutcomes" >> beam.Map(lambda o: (o.source, o))),
-            "shards": inputs["shards"] | "SourcesPerShard" >> beam.FlatMap(_shard_sources),
-        }
-        return (keyed | "JoinBySource" >> beam.CoGroupByKey()
-                | "ToEntries" >> beam.ParDo(_ManifestEntryFn(model, self.run_id)))
 
 
-def rows_digest(items, label: str = "RowsDigest", key=entry_key):
-    """PCollection of entries (or of anything ``key`` hashes to 64 bits) -> one element: their
-    order-independent digest (``manifest.combine_keys`` of the keys), whatever their order or
-    sharding."""
-    return (items | f"{label}Keys" >> beam.Map(key)
-            | f"{label}Sum" >> beam.CombineGlobally(lambda keys: sum(keys) % (1 << 64))
-            | f"{label}Hex" >> beam.Map(lambda total: combine_keys([total])))
 
 
-class WriteManifest(beam.PTransform):
-    """A model version's entries after this run -> entry shards in ``<folder>/_manifest/``, then
-    the commit record (written last, atomically) naming them with the run's plan; then what the
-    commit no longer names is deleted. Input: a dict with ``entries`` (every current entry:
-    this run's and the carried ones) and ``plan`` (the one SummarisePlan dict). Output: the
-    commit record (one element)."""
-
-    def __init__(self, version, folder: str, run_id: str):
-        super().__init__()
-        self.version = version
-        self.folder = folder.rstrip("/")
-        self.run_id = run_id
-
-    def expand(self, inputs):
-        entries = inputs["entries"]
-        shards = (entries
-                  | "BatchEntries" >> beam.BatchElements(min_batch_size=ENTRY_BATCH,
-                                                         max_batch_size=ENTRY_BATCH)
-                  | "EntryTables" >> beam.Map(entries_table)
-                  | "WriteEntryShards" >> WriteParquetShards(
-                      f"{self.folder}/{ENTRIES_DIR}/entries-{self.run_id}", ENTRY_SCHEMA))
-        row_shards = (entries | "RowShards" >> beam.FlatMap(lambda e: e["shards"] or [])
-                      | "DistinctRowShards" >> beam.Distinct())
-        count = entries | "CountEntries" >> beam.combiners.Count.Globally()
-        digest = rows_digest(entries)
-        version, folder, run_id, model = self.version, self.folder, self.run_id, \
-            self.version.model
-
-        def write(_, entry_shards, referenced, entry_count, digest_hex, plan):
-            record = commit_record(folder, version, run_id, entry_shards=list(entry_shards),
-                                   row_shards=list(referenced), entries=entry_count,
-                                   rows_digest=digest_hex, plan=plan.get(model, {}))
-            commit(folder, record)
-            LOG.info("%s %s: committed %d sources (%s)", model, version.version_id,
-                     entry_count, ", ".join(f"{k} {v}" for k, v in record["runs"][-1]["plan"]
-                                            .items()))
-            return record
-
-        return (entries.pipeline | "CommitPoint" >> beam.Create([None])
-                | "WriteCommit" >> beam.Map(
-                    write, beam.pvalue.AsList(shards), beam.pvalue.AsList(row_shards),
-                    beam.pvalue.AsSingleton(count), beam.pvalue.AsSingleton(digest),
-                    beam.pvalue.AsSingleton(inputs["plan"])))
 

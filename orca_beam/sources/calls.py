@@ -21,7 +21,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import PredictionResult
 
-from orca_beam.annotations import (
+from orca_beam.core import s3
+from orca_beam.core.annotations import (
     CALL,
     EMBEDDED,
     FAILED,
@@ -42,10 +43,10 @@ from orca_beam.annotations import (
     sample_negatives,
     zero_padded_samples,
 )
-from orca_beam.audio import AudioError, iter_resampled_blocks, probe_audio
+from orca_beam.core.audio import AudioError, iter_resampled_blocks, probe_audio
+from orca_beam.core.framing import Piece
+from orca_beam.core.registry import ModelSpec
 from orca_beam.features.thumbnails import join_in_time
-from orca_beam.framing import Piece
-from orca_beam.models.registry import ModelSpec
 from orca_beam.records import SegmentOutcome
 from orca_beam.store.schema import annotation_field_names, segment_schema, segment_table
 from orca_beam.tags import NAMESPACE
@@ -99,6 +100,9 @@ class _CutSegmentsFn(beam.DoFn):
         self.seed = seed
         self.rejected = Metrics.counter(NAMESPACE, "segments_rejected")
         self.planned = Metrics.counter(NAMESPACE, "segments_planned")
+
+    def setup(self):
+        s3.install()
 
     def _reject_all(self, rows, source, reason, detail):
         self.rejected.inc(len(rows))

@@ -1,5 +1,5 @@
 """Annotated segments (Orcaml / Pod.Cast ``annotations.tsv``): rows in, checked segments and model
-windows out. No Beam here; :mod:`orca_beam.segments` wires it into the pipeline.
+windows out. No Beam here; :mod:`orca_beam.sources.calls` wires it into the pipeline.
 
 A column-mapping config (``configs/orcaml.yaml``) says which columns hold the file name, the start
 and the duration (or end); every column of a row is carried as metadata, unchanged.
@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from orca_beam.framing import num_frames
-from orca_beam.models.registry import ModelSpec
+from orca_beam.core.framing import num_frames
+from orca_beam.core.registry import ModelSpec
 
 #: Row statuses and reasons.
 EMBEDDED = "embedded"

@@ -48,7 +48,7 @@ class ModelSpec:
     handle: str
     sample_rate_hz: int
     embedding_dim: int
-    #: How the loaded object is called (see ``orca_beam.inference``):
+    #: How the loaded object is called (see ``orca_beam.models.inference``):
     #:  vggish:   ``embeddings = model(waveform[None] float32)``           -> [N, 128]
     #:  yamnet:   ``scores, embeddings, log_mel = model(waveform)``        -> [N, 1024]
     #:  humpback: ``pcen = model.front_end([1, S, 1])``; ``model.features([B, 128, 64])`` -> [B, 2048]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from orca_beam.models.registry import MODELS, ModelSpec, get_model_spec
+from orca_beam.core.registry import MODELS, ModelSpec, get_model_spec
 
 
 def add_projector_args(group) -> None:
@@ -213,7 +213,7 @@ class ExtractOptions(PipelineOptions):
         None."""
         if not self.start and not self.end:
             return None
-        from orca_beam.hls import parse_datetime
+        from orca_beam.core.hls import parse_datetime
 
         if not (self.start and self.end):
             raise ValueError("HLS input needs both --start and --end")
@@ -229,7 +229,7 @@ class ExtractOptions(PipelineOptions):
         """(--file_time_format, --file_time_zone), or None without a format."""
         if not self.file_time_format:
             return None
-        from orca_beam.file_times import time_zone
+        from orca_beam.core.file_times import time_zone
 
         time_zone(self.file_time_zone)
         return self.file_time_format, self.file_time_zone

@@ -38,8 +38,9 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from orca_beam.audio import mono_block, resample_stream
-from orca_beam.framing import (
+from orca_beam.core import s3
+from orca_beam.core.audio import mono_block, resample_stream
+from orca_beam.core.framing import (
     Owner,
     Piece,
     Place,
@@ -47,7 +48,7 @@ from orca_beam.framing import (
     default_chunk_frames,
     default_warmup_units,
 )
-from orca_beam.hls import (
+from orca_beam.core.hls import (
     PLAYLIST_NAME,
     PTS_GAP_TOLERANCE_S,
     Decoded,
@@ -63,12 +64,12 @@ from orca_beam.hls import (
     select_folders,
     unwrap_offset_s,
 )
-from orca_beam.listing import MatchedFile, matched_file
-from orca_beam.models.registry import ModelSpec
-from orca_beam.prefetch import DECODE_NICENESS, prefetched
+from orca_beam.core.listing import MatchedFile, matched_file
+from orca_beam.core.prefetch import DECODE_NICENESS, prefetched
+from orca_beam.core.registry import ModelSpec
+from orca_beam.core.statuses import GAP, NO_TIME
 from orca_beam.progress import Progress
 from orca_beam.records import Failure, FileRecord, Outcome, SourceState
-from orca_beam.statuses import GAP, NO_TIME
 from orca_beam.store.fingerprint import fingerprint
 from orca_beam.tags import FAILURES_TAG, FILES_TAG, GAPS_TAG, NAMESPACE, SOURCES_TAG
 
@@ -148,7 +149,7 @@ def list_folders(root: str, options=None) -> list[str]:
 
     root = root.rstrip("/") + "/"
     if root.startswith("s3://"):
-        from orca_beam.s3 import list_prefixes
+        from orca_beam.core.s3 import list_prefixes
 
         return sorted(list_prefixes(root, options))
     if "://" not in root:
@@ -249,6 +250,9 @@ class _PlanFolderFn(beam.DoFn):
         self.start = start
         self.end = end
         self.listed = Metrics.counter(NAMESPACE, "hls_segments_listed")
+
+    def setup(self):
+        s3.install()
 
     def process(self, folder: str):
         plan, selected = plan_folder(folder, self.start, self.end)
@@ -452,6 +456,7 @@ class _DecodeSpanFn(beam.DoFn):
         self.audio_ms = Metrics.counter(NAMESPACE, "audio_ms_decoded")
 
     def setup(self):
+        s3.install()
         Progress.configure(self.progress_interval_s)
 
     # -- the producer (a background thread) ---------------------------------------------------

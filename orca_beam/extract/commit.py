@@ -1,0 +1,130 @@
+"""This run's manifest entries per model (``ManifestEntries``: decoded sources, outcomes and
+written row shards joined by source) and the commit (``WriteManifest``: entry shards, then the
+commit record, written last, atomically).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import apache_beam as beam
+
+from orca_beam.core.statuses import FAILED
+from orca_beam.records import SourceState
+from orca_beam.store.digest import rows_digest
+from orca_beam.store.manifest import (
+    ENTRIES_DIR,
+    ManifestEntry,
+    commit,
+    commit_record,
+    entries_table,
+)
+from orca_beam.store.reader import read_current_rows_of_shard
+from orca_beam.store.schema import ENTRY_SCHEMA
+from orca_beam.store.sinks import WriteParquetShards
+
+LOG = logging.getLogger(__name__)
+
+#: Entries per table written to an entry shard.
+ENTRY_BATCH = 8192
+
+
+class _ManifestEntryFn(beam.DoFn):
+    def __init__(self, model: str, run_id: str):
+        self.model = model
+        self.run_id = run_id
+
+    def process(self, keyed):
+        source, grouped = keyed
+        states: list[SourceState] = list(grouped["sources"])
+        if not states or self.model not in states[0].models:
+            return
+        state = states[0]
+        outcome = next(iter(grouped["outcomes"]), None)
+        shards = sorted(set(grouped["shards"]))
+        yield ManifestEntry(
+            source, state.size_bytes, state.fingerprint,
+            outcome.status if outcome else FAILED, outcome.embeddings if outcome else 0,
+            shards if outcome and outcome.embeddings else [], self.run_id,
+            outcome.duration_s if outcome else None,
+            outcome.error_class if outcome else "MissingOutcome",
+            outcome.error if outcome else "no outcome was recorded",
+            state.mtime_s, state.compared).to_dict()
+
+
+def _shard_sources(shard: str):
+    """(source, shard) for every source with rows in a written row shard (reads only the
+    ``source`` column of that one shard)."""
+    import pyarrow.compute as pc
+
+    column = read_current_rows_of_shard(shard, None, ["source"]).column("source")
+    for source in pc.unique(column).to_pylist():
+        yield source, shard
+
+
+class ManifestEntries(beam.PTransform):
+    """This run's manifest entries of one model (ENTRY_SCHEMA dicts) for the files it
+    processed: a join by source of ``sources`` (SourceState), ``outcomes`` (Outcome, any model)
+    and ``shards`` (the row shard names this run wrote for the model)."""
+
+    def __init__(self, model: str, run_id: str):
+        super().__init__()
+        self.model = model
+        self.run_id = run_id
+
+    def expand(self, inputs):
+        model = self.model
+        keyed = {
+            "sources": inputs["sources"] | "KeySources" >> beam.Map(lambda s: (s.source, s)),
+            "outcomes": (inputs["outcomes"]
+                         | "OnlyThisModel" >> beam.Filter(lambda o, m=model: o.model == m)
+                         | "KeyOutcomes" >> beam.Map(lambda o: (o.source, o))),
+            "shards": inputs["shards"] | "SourcesPerShard" >> beam.FlatMap(_shard_sources),
+        }
+        return (keyed | "JoinBySource" >> beam.CoGroupByKey()
+                | "ToEntries" >> beam.ParDo(_ManifestEntryFn(model, self.run_id)))
+
+
+class WriteManifest(beam.PTransform):
+    """A model version's entries after this run -> entry shards in ``<folder>/_manifest/``, then
+    the commit record (written last, atomically) naming them with the run's plan; then what the
+    commit no longer names is deleted. Input: a dict with ``entries`` (every current entry:
+    this run's and the carried ones) and ``plan`` (the one SummarisePlan dict). Output: the
+    commit record (one element)."""
+
+    def __init__(self, version, folder: str, run_id: str):
+        super().__init__()
+        self.version = version
+        self.folder = folder.rstrip("/")
+        self.run_id = run_id
+
+    def expand(self, inputs):
+        entries = inputs["entries"]
+        shards = (entries
+                  | "BatchEntries" >> beam.BatchElements(min_batch_size=ENTRY_BATCH,
+                                                         max_batch_size=ENTRY_BATCH)
+                  | "EntryTables" >> beam.Map(entries_table)
+                  | "WriteEntryShards" >> WriteParquetShards(
+                      f"{self.folder}/{ENTRIES_DIR}/entries-{self.run_id}", ENTRY_SCHEMA))
+        row_shards = (entries | "RowShards" >> beam.FlatMap(lambda e: e["shards"] or [])
+                      | "DistinctRowShards" >> beam.Distinct())
+        count = entries | "CountEntries" >> beam.combiners.Count.Globally()
+        digest = rows_digest(entries)
+        version, folder, run_id, model = self.version, self.folder, self.run_id, \
+            self.version.model
+
+        def write(_, entry_shards, referenced, entry_count, digest_hex, plan):
+            record = commit_record(folder, version, run_id, entry_shards=list(entry_shards),
+                                   row_shards=list(referenced), entries=entry_count,
+                                   rows_digest=digest_hex, plan=plan.get(model, {}))
+            commit(folder, record)
+            LOG.info("%s %s: committed %d sources (%s)", model, version.version_id,
+                     entry_count, ", ".join(f"{k} {v}" for k, v in record["runs"][-1]["plan"]
+                                            .items()))
+            return record
+
+        return (entries.pipeline | "CommitPoint" >> beam.Create([None])
+                | "WriteCommit" >> beam.Map(
+                    write, beam.pvalue.AsList(shards), beam.pvalue.AsList(row_shards),
+                    beam.pvalue.AsSingleton(count), beam.pvalue.AsSingleton(digest),
+                    beam.pvalue.AsSingleton(inputs["plan"])))

@@ -1,0 +1,116 @@
+"""One outcome per (source, model): decode records, row counts and failures joined by source
+(``AccountOutcomes``), written as JSON lines (``WriteOutcomes``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import apache_beam as beam
+
+from orca_beam.core.statuses import EMBEDDED, EMPTY, FAILED, NOT_IN_PLAYLIST, TOO_SHORT, UNREADABLE
+from orca_beam.records import Failure, FileRecord, Outcome
+
+
+class _OutcomesFn(beam.DoFn):
+    def __init__(self, models: Sequence[str], labels=None):
+        self.models = list(models)
+        self.labels = labels
+
+    def process(self, keyed):
+        source, grouped = keyed
+        records: list[FileRecord] = list(grouped["files"])
+        failures: list[Failure] = list(grouped["failures"])
+        counts: dict[str, int] = {}
+        for model, rows in grouped["counts"]:
+            counts[model] = counts.get(model, 0) + rows
+        record = records[0] if records else None
+        base = dict(duration_s=record.duration_s if record else None,
+                    sample_rate_hz=record.sample_rate_hz if record else None,
+                    channels=record.channels if record else None,
+                    size_bytes=record.size_bytes if record else None,
+                    fingerprint=record.fingerprint if record else "")
+        if record is not None:
+            base.update(stream=record.stream or None, start_utc=record.start_utc,
+                        time_source=record.time_source)
+        if self.labels is not None:
+            base["labels"] = self.labels.as_dict(source)
+        segment = record is not None and bool(record.stream)
+        models = list(record.models) if record and record.models else self.models
+        for model in models:
+            failure = next((f for f in failures if f.model in ("", model)), None)
+            written = counts.get(model, 0)
+            if failure is not None:
+                status = UNREADABLE if segment and failure.stage == "decode" else FAILED
+                yield Outcome(source, model, status, written, **base,
+                              error_class=failure.error_class, error=failure.error)
+            elif record is None or record.duration_s is None:
+                yield Outcome(source, model, FAILED, written, **base,
+                              error_class="MissingRecord", error="file was never decoded")
+            elif not segment and record.expected[model] == 0:
+                yield Outcome(source, model, TOO_SHORT, 0, **base,
+                              error=f"{record.duration_s:.3f} s is shorter than one window")
+            elif written != record.expected[model]:
+                yield Outcome(source, model, FAILED, written, **base,
+                              error_class="RowCountMismatch",
+                              error=f"{written} rows written, {record.expected[model]} expected")
+            elif segment:
+                # a segment owns the windows that end in it; a short one may own none (its
+                # audio is in the next segment's windows)
+                status = (EMPTY if record.duration_s == 0 else
+                          EMBEDDED if record.in_playlist else NOT_IN_PLAYLIST)
+                yield Outcome(source, model, status, written, **base)
+            else:
+                yield Outcome(source, model, EMBEDDED, written, **base)
+
+
+class AccountOutcomes(beam.PTransform):
+    """Joins decode records, row counts and failures into exactly one Outcome per (file, model).
+
+    Input: a dict with ``files`` (FileRecord), ``failures`` (Failure) and ``counts``
+    (((source, model), rows)). ``labels``: a LabelTable whose columns each outcome carries.
+    """
+
+    def __init__(self, models: Sequence[str], labels=None):
+        super().__init__()
+        self.models = list(models)
+        self.labels = labels
+
+    def expand(self, inputs):
+        keyed = {
+            "files": inputs["files"] | "KeyFiles" >> beam.Map(lambda r: (r.source, r)),
+            "failures": inputs["failures"] | "KeyFailures" >> beam.Map(lambda f: (f.source, f)),
+            "counts": inputs["counts"] | "SumRows" >> beam.CombinePerKey(sum)
+            | "KeyCounts" >> beam.Map(lambda kv: (kv[0][0], (kv[0][1], kv[1]))),
+        }
+        return (keyed | "JoinBySource" >> beam.CoGroupByKey()
+                | "DecideOutcome" >> beam.ParDo(_OutcomesFn(self.models, self.labels)))
+
+
+def _is_failed(outcome) -> bool:
+    return outcome.status == FAILED
+
+
+class WriteOutcomes(beam.PTransform):
+    """Outcomes (anything with ``to_dict`` and ``status``) -> JSON lines in
+    ``<output>/<outcomes_dir>/outcomes-*.jsonl``; those ``is_error`` picks (default: failed) also
+    to ``<output>/<errors_dir>/errors-*.jsonl``."""
+
+    def __init__(self, output_dir: str, *, outcomes_dir: str = "outcomes",
+                 errors_dir: str = "errors", is_error=_is_failed):
+        super().__init__()
+        self.output_dir = output_dir.rstrip("/")
+        self.outcomes_dir = outcomes_dir
+        self.errors_dir = errors_dir
+        self.is_error = is_error
+
+    def expand(self, outcomes):
+        lines = outcomes | "OutcomeJson" >> beam.Map(lambda o: json.dumps(o.to_dict()))
+        written = lines | "WriteOutcomeLines" >> beam.io.WriteToText(
+            f"{self.output_dir}/{self.outcomes_dir}/outcomes", file_name_suffix=".jsonl")
+        errors = (outcomes | "OnlyErrors" >> beam.Filter(self.is_error)
+                  | "ErrorJson" >> beam.Map(lambda o: json.dumps(o.to_dict()))
+                  | "WriteErrorLines" >> beam.io.WriteToText(
+                      f"{self.output_dir}/{self.errors_dir}/errors", file_name_suffix=".jsonl"))
+        return {"outcomes": written, "errors": errors}

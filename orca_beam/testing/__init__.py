@@ -1,0 +1,2 @@
+"""Stand-in models and fixtures for tests and benchmarks. Product code never imports this package.
+"""
