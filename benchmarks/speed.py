@@ -303,7 +303,11 @@ def run_pipeline(models: list[str], handles: dict[str, str], inputs: list[str], 
     """One run of ``pipelines.extract`` on DirectRunner in a subprocess (projector off): its
     summary plus the process's wall time and peak RSS (GNU ``time``, which forks the job from
     its own small process, so the job's peak is not inherited from this one)."""
-    command = [sys.executable, "-m", "pipelines.extract", "--runner=DirectRunner",
+    returned = output.parent / f"summary-{time.monotonic_ns()}.json"
+    # the job writes summary.json; the Beam counters come back from the launcher's run()
+    launcher = ("import json, sys; from pipelines import extract; "
+                f"json.dump(extract.run(sys.argv[1:]), open({str(returned)!r}, 'w'))")
+    command = [sys.executable, "-c", launcher, "--runner=DirectRunner",
                *[f"--input={i}" for i in inputs], f"--output={output}",
                *[f"--model={m}" for m in models],
                *[f"--model_handle={m}={handles[m]}" for m in models],
@@ -316,7 +320,7 @@ def run_pipeline(models: list[str], handles: dict[str, str], inputs: list[str], 
     process_wall_s = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"pipeline failed: {done.stderr.decode(errors='replace')[-3000:]}")
-    summary = json.loads((output / "summary.json").read_text())
+    summary = json.loads(returned.read_text())
     summary["process_wall_s"] = process_wall_s
     summary["peak_rss_mib"] = int(rss_file.read_text().split()[-1]) / 1024
     return summary

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 from apache_beam.io.filesystems import FileSystems
 
+from orca_beam.core.errors import UsageError
+
 
 @dataclass(frozen=True)
 class LabelTable:
@@ -64,11 +66,11 @@ def parse_labels(text: str, path: str, key_column: str | None = None,
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     header = next(reader, None)
     if not header or not any(h.strip() for h in header):
-        raise ValueError(f"--label_table {path}: no header line")
+        raise UsageError(f"--label_table {path}: no header line")
     header = [h.strip() for h in header]
     key = key_column or header[0]
     if key not in header:
-        raise ValueError(f"--label_table {path}: no column {key!r} (columns: {', '.join(header)})")
+        raise UsageError(f"--label_table {path}: no column {key!r} (columns: {', '.join(header)})")
     at = header.index(key)
     columns = tuple(h for i, h in enumerate(header) if i != at)
     rows: dict[str, tuple[str, ...]] = {}
@@ -76,13 +78,13 @@ def parse_labels(text: str, path: str, key_column: str | None = None,
         if not row or not any(cell.strip() for cell in row):
             continue
         if len(row) != len(header):
-            raise ValueError(f"--label_table {path} line {line}: {len(row)} cells, the header has "
+            raise UsageError(f"--label_table {path} line {line}: {len(row)} cells, the header has "
                              f"{len(header)}")
         name = row[at].strip()
         if not name:
-            raise ValueError(f"--label_table {path} line {line}: empty {key!r}")
+            raise UsageError(f"--label_table {path} line {line}: empty {key!r}")
         if name in rows:
-            raise ValueError(f"--label_table {path} line {line}: {key!r} {name!r} appears twice")
+            raise UsageError(f"--label_table {path} line {line}: {key!r} {name!r} appears twice")
         rows[name] = tuple(cell.strip() for i, cell in enumerate(row) if i != at)
     return LabelTable(path, key, columns, rows, fingerprint)
 
@@ -93,11 +95,11 @@ def read_labels(path: str, key_column: str | None = None) -> LabelTable:
     from orca_beam.store.fingerprint import crc32c_fingerprint
 
     if not FileSystems.exists(path):
-        raise ValueError(f"--label_table {path} does not exist")
+        raise UsageError(f"--label_table {path} does not exist")
     with FileSystems.open(path) as handle:
         data = handle.read()
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"--label_table {path}: not UTF-8 ({exc})") from None
+        raise UsageError(f"--label_table {path}: not UTF-8 ({exc})") from None
     return parse_labels(text, path, key_column, crc32c_fingerprint(data))

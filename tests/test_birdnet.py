@@ -146,7 +146,7 @@ def test_labels_reach_the_projector_and_the_outcomes(birdnet_catalogue_run, orca
     assert {row["call_type"] for row in rows if row["call_type"]} == set(labels.values())
     assert summary["labels"]["sources_labelled"] == 136
     assert summary["labels"]["sources_without_label"] == 3
-    outcomes = [json.loads(line) for path in sorted((output / "outcomes").glob("*.jsonl"))
+    outcomes = [json.loads(line) for path in sorted((output / "outcomes").glob("*/*.jsonl"))
                 for line in path.read_text().splitlines()]
     labelled = {Path(o["source"]).name: o["labels"] for o in outcomes}
     assert all(labelled[name]["call_type"] == call for name, call in labels.items())

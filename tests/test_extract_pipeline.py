@@ -124,7 +124,7 @@ def test_summary_file_and_outcomes_are_written(real_run):
     assert frame["stream"].isna().all()
     assert frame["embedding"].iloc[0].dtype == np.float32
     assert len(frame) == summary["models"]["yamnet"]["embeddings"]
-    outcomes = [json.loads(line) for f in (output / "outcomes").glob("*.jsonl")
+    outcomes = [json.loads(line) for f in (output / "outcomes").glob("*/*.jsonl")
                 for line in f.read_text().splitlines()]
     assert len(outcomes) == 15 * 3
     assert {(o["source"], o["model"]) for o in outcomes} == {(s, m) for s in sources
@@ -160,7 +160,7 @@ def test_bad_inputs_each_get_their_outcome_and_never_stop_the_run(standin_dir, o
     output = tmp_path / "out"
     summary = extract.run(["--runner=DirectRunner", f"--input={folder}/*", f"--output={output}",
                            *handles(standin_dir)])
-    outcomes = {(Path(o["source"]).name, o["model"]): o for f in (output / "outcomes").glob("*")
+    outcomes = {(Path(o["source"]).name, o["model"]): o for f in (output / "outcomes").glob("*/*")
                 for o in map(json.loads, f.read_text().splitlines())}
     assert summary["files_matched"] == 9 and len(outcomes) == 27
     expected_failures = {"empty.wav": "EmptyAudioError", "truncated.wav": "TruncatedAudioError",
@@ -187,6 +187,6 @@ def test_bad_inputs_each_get_their_outcome_and_never_stop_the_run(standin_dir, o
         counts = summary["models"][model]
         assert counts["embedded"] + counts["too_short"] + counts["failed"] == 9
         assert counts["failed"] == 5
-    errors = [json.loads(line) for f in (output / "errors").glob("*")
+    errors = [json.loads(line) for f in (output / "errors").glob("*/*")
               for line in f.read_text().splitlines()]
     assert len(errors) == 15 and summary["files_failed"] == 5

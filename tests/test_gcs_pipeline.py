@@ -55,6 +55,8 @@ def normalise(files: dict[str, bytes], replace: dict[str, str]) -> dict[str, obj
     for name, data in files.items():
         # the version folder's id hashes the handle (a gs:// vs a local path), shards the run id
         name = re.sub(r"^(\w+)/[0-9a-f]{16}-[0-9a-f]{8}/", r"\1/VERSION/", name)
+        # each run's outcome files sit in a folder named by its run id
+        name = re.sub(r"^(outcomes|errors|segments|segments_rejected)/[^/]+/", r"\1/RUN/", name)
         folder, _, base = name.rpartition("/")
         if base == "_version.json":
             version = json.loads(data)

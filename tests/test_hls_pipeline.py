@@ -50,7 +50,7 @@ def rows(output: Path, model: str):
 
 
 def outcomes(output: Path) -> list[dict]:
-    return [json.loads(line) for path in sorted((output / "outcomes").glob("*.jsonl"))
+    return [json.loads(line) for path in sorted((output / "outcomes").glob("*/*.jsonl"))
             for line in path.read_text().splitlines()]
 
 

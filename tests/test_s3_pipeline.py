@@ -46,7 +46,8 @@ def rows_by_name(output: str, model: str) -> dict[tuple, np.ndarray]:
 FIRST_READ = """
 import json, sys, time
 started = time.perf_counter()
-import orca_beam  # installs the shared, unsigned-without-credentials S3 client
+from orca_beam.core import s3
+s3.install()  # the shared, unsigned-without-credentials S3 client
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 FileSystems.set_options(PipelineOptions([f"--s3_endpoint_url={sys.argv[1]}"]))

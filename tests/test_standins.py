@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_hub as hub
 
+from orca_beam.core.errors import UsageError
 from orca_beam.core.framing import num_frames, num_units
 from orca_beam.core.registry import get_model_spec
 from orca_beam.models.loading import load_model, model_version
@@ -120,5 +121,6 @@ def test_tfhub_cache_dir_serves_a_url_handle_offline(standin_dir, tmp_path):
 
 
 def test_missing_local_handle_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a SavedModel directory"):
+    # a model-handle mistake is a UsageError: one line and exit status 2 on the command line
+    with pytest.raises(UsageError, match="not a SavedModel directory"):
         load_model(str(tmp_path))

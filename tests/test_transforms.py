@@ -14,6 +14,7 @@ from orca_beam.core.framing import num_frames
 from orca_beam.core.registry import get_model_spec
 from orca_beam.extract.outcomes import AccountOutcomes
 from orca_beam.records import Failure, FileRecord
+from orca_beam.sources.base import FileOutcomeRule
 from orca_beam.sources.files import DecodeAndFrame, MatchFiles
 
 
@@ -68,10 +69,10 @@ def test_account_outcomes_gives_exactly_one_outcome_per_file_and_model():
     counts = [(("ok.wav", "vggish"), 2), (("ok.wav", "vggish"), 1), (("ok.wav", "yamnet"), 6),
               (("short.wav", "yamnet"), 1), (("partial.wav", "vggish"), 5)]
     with TestPipeline() as p:
-        outcomes = {"files": p | "F" >> beam.Create(records),
-                    "failures": p | "E" >> beam.Create(failures),
-                    "counts": p | "C" >> beam.Create(counts)} | AccountOutcomes(
-                        ["vggish", "yamnet"])
+        outcomes = ({"files": p | "F" >> beam.Create(records),
+                     "failures": p | "E" >> beam.Create(failures),
+                     "counts": p | "C" >> beam.Create(counts)} | AccountOutcomes(
+                         ["vggish", "yamnet"], FileOutcomeRule())).outcomes
         assert_that(outcomes | beam.Map(lambda o: (o.source, o.model, o.status, o.embeddings,
                                                    o.error_class)), equal_to([
             ("ok.wav", "vggish", "embedded", 3, ""),

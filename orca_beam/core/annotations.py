@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from orca_beam.core.errors import UsageError
 from orca_beam.core.framing import num_frames
 from orca_beam.core.registry import ModelSpec
 
@@ -88,27 +89,27 @@ class ColumnMapping:
 
 
 def load_mapping(path: str | Path | None = None) -> ColumnMapping:
-    """Reads a column-mapping YAML (local or gs://; default ``configs/orcaml.yaml``); raises
+    """Reads a column-mapping YAML (local, gs:// or s3://; default ``configs/orcaml.yaml``); raises
     ValueError on a missing file or a missing or unknown key."""
     from apache_beam.io.filesystems import FileSystems
 
     path = str(path or DEFAULT_CONFIG)
     if not FileSystems.exists(path):
-        raise ValueError(f"annotation config {path} not found (pass --annotations_config)")
+        raise UsageError(f"annotation config {path} not found (pass --annotations_config)")
     with FileSystems.open(path) as handle:
         config = yaml.safe_load(handle.read().decode("utf-8")) or {}
     section = config.get("annotations", config)
     allowed = {"columns", "time_scale", "delimiter"}
     unknown = set(section) - allowed
     if unknown:
-        raise ValueError(f"{path}: unknown keys {sorted(unknown)} (allowed: {sorted(allowed)})")
+        raise UsageError(f"{path}: unknown keys {sorted(unknown)} (allowed: {sorted(allowed)})")
     columns = section.get("columns") or {}
     unknown = set(columns) - {"file", "start_s", "duration_s", "end_s"}
     if unknown or "file" not in columns or "start_s" not in columns:
-        raise ValueError(f"{path}: columns needs file and start_s, and one of duration_s/end_s "
+        raise UsageError(f"{path}: columns needs file and start_s, and one of duration_s/end_s "
                          f"(got {sorted(columns)})")
     if ("duration_s" in columns) == ("end_s" in columns):
-        raise ValueError(f"{path}: columns needs exactly one of duration_s / end_s")
+        raise UsageError(f"{path}: columns needs exactly one of duration_s / end_s")
     return ColumnMapping(columns["file"], columns["start_s"], columns.get("duration_s"),
                          columns.get("end_s"), float(section.get("time_scale", 1.0)),
                          section.get("delimiter"))
@@ -148,11 +149,11 @@ def parse_annotations(text: str, mapping: ColumnMapping, name: str = "annotation
     reader = csv.reader(io.StringIO(text.lstrip("\ufeff")), delimiter=delimiter)
     header = next(reader, None)
     if not header:
-        raise ValueError(f"{name}: empty annotation file (a header row is required)")
+        raise UsageError(f"{name}: empty annotation file (a header row is required)")
     header = [h.strip() for h in header]
     missing = [c for c in mapping.required() if c not in header]
     if missing:
-        raise ValueError(f"{name}: columns {missing} not in the header {header} "
+        raise UsageError(f"{name}: columns {missing} not in the header {header} "
                          f"(fix the column mapping config)")
     rows = []
     for number, values in enumerate(reader, start=1):

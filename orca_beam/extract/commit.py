@@ -9,7 +9,7 @@ import logging
 
 import apache_beam as beam
 
-from orca_beam.core.statuses import FAILED
+from orca_beam.core.statuses import EMBEDDED, FAILED
 from orca_beam.records import SourceState
 from orca_beam.store.digest import rows_digest
 from orca_beam.store.manifest import (
@@ -128,3 +128,39 @@ class WriteManifest(beam.PTransform):
                     write, beam.pvalue.AsList(shards), beam.pvalue.AsList(row_shards),
                     beam.pvalue.AsSingleton(count), beam.pvalue.AsSingleton(digest),
                     beam.pvalue.AsSingleton(inputs["plan"])))
+
+
+def _rows_per_source(shard: str):
+    """((source, (shard, rows))) for every source with rows in a written row shard (reads only
+    the ``source`` column of that one shard)."""
+    import pyarrow.compute as pc
+
+    column = read_current_rows_of_shard(shard, None, ["source"]).column("source")
+    for item in pc.value_counts(column).to_pylist():
+        yield item["values"], (shard, int(item["counts"]))
+
+
+class _CallEntryFn(beam.DoFn):
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+
+    def process(self, keyed):
+        source, found = keyed
+        found = sorted(found)
+        yield ManifestEntry(source, 0, "", EMBEDDED, sum(n for _, n in found),
+                            [shard for shard, _ in found], self.run_id).to_dict()
+
+
+class CallEntries(beam.PTransform):
+    """Calls mode: the row shards this run wrote -> one manifest entry per annotated file with
+    rows (its row count and shards). A calls-mode run is always complete, so these entries alone
+    are the version's state, and its commit deletes the rows of every earlier run."""
+
+    def __init__(self, run_id: str):
+        super().__init__()
+        self.run_id = run_id
+
+    def expand(self, shards):
+        return (shards | "RowsPerSource" >> beam.FlatMap(_rows_per_source)
+                | "ShardsPerSource" >> beam.GroupByKey()
+                | "ToEntries" >> beam.ParDo(_CallEntryFn(self.run_id)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from orca_beam.core.errors import UsageError
 from orca_beam.core.registry import MODELS, ModelSpec, get_model_spec
 
 
@@ -34,7 +35,7 @@ def add_projector_args(group) -> None:
              "always written (TensorBoard reads it).")
     group.add_argument(
         "--label_table", default=None, metavar="FILE",
-        help="A label table (TSV or CSV with a header; local or gs://) joined to each source "
+        help="A label table (TSV or CSV with a header; local, gs:// or s3://) joined to each source "
              "by its key column: the label columns are added to the projector metadata (colour "
              "the points by them) and to each file's outcome. A source matches the row whose "
              "key is its base name, or its base name without the extension.")
@@ -46,6 +47,14 @@ def add_projector_args(group) -> None:
         "--projector_base_url", default=None,
         help="Prefix for every path in projector_config.json, e.g. "
              "https://storage.googleapis.com/BUCKET/out/projector/yamnet (hosting).")
+
+
+def spec_named(name: str) -> ModelSpec:
+    """The registry record of model ``name``; UsageError naming the known ones otherwise."""
+    try:
+        return get_model_spec(name)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def projector_kwargs(options, labels=None) -> dict:
@@ -76,7 +85,7 @@ def projector_parser():
         description="Embedding Projector files from existing embedding shards.")
     parser.add_argument("--embeddings", required=True,
                         help="Output folder of an extraction run (holds <model>/<version>/ "
-                             "folders), local or gs://.")
+                             "folders), local, gs:// or s3://.")
     parser.add_argument("--output", required=True,
                         help="Folder for the projector files: <output>/<model>/...")
     parser.add_argument("--model", action="append", default=None, choices=sorted(MODELS),
@@ -90,15 +99,16 @@ class ExtractOptions(PipelineOptions):
 
     @classmethod
     def _add_argparse_args(cls, parser):
-        group = parser.add_argument_group("orca-beam extraction")
+        group = parser.add_argument_group("orca-beam: inputs and output")
         group.add_argument(
             "--input", action="append", default=None,
-            help="Audio files to embed: a path or glob, local or gs:// (e.g. 'gs://b/wav/*.wav'). "
+            help="Audio files to embed: a path or glob, local, gs:// or s3:// (e.g. 'gs://b/wav/*.wav'). "
                  "Repeatable (file names may contain commas, so there is no list syntax).")
         group.add_argument(
             "--output", default=None,
             help="Output directory (local, gs:// or s3://): <output>/<model>/<version>/"
                  "rows-*.parquet, outcomes/, errors/, summary.json.")
+        group = parser.add_argument_group("orca-beam: HLS folders as streams (--start/--end)")
         group.add_argument(
             "--start", default=None,
             help="HLS: each --input is a node's hls/ folder (local, gs:// or s3://, e.g. "
@@ -110,6 +120,7 @@ class ExtractOptions(PipelineOptions):
             "--span_s", type=float, default=1800.0,
             help="HLS: seconds of a folder's stream decoded by one worker step (work is spread "
                  "by time ranges of a folder; rows do not depend on it). Default 1800.")
+        group = parser.add_argument_group("orca-beam: files' recording times")
         group.add_argument(
             "--file_time_format", default=None,
             help="Files whose names start with their recording time: its strptime format, "
@@ -120,12 +131,14 @@ class ExtractOptions(PipelineOptions):
             help="Zone of the --file_time_format times when the name has no offset: an IANA "
                  "name such as America/Los_Angeles (archives written in local time). Default "
                  "UTC. The machine's zone is never used.")
+        group = parser.add_argument_group("orca-beam: s3://")
         group.add_argument(
             "--s3_anonymous", action="store_true",
             help="Send unsigned s3:// requests even where AWS credentials are found (public "
                  "buckets). Without credentials they are unsigned anyway. Credentials, endpoint "
                  "and region: Beam's --s3_access_key_id, --s3_secret_access_key, "
                  "--s3_endpoint_url, --s3_region_name.")
+        group = parser.add_argument_group("orca-beam: models")
         group.add_argument(
             "--model", action="append", default=None, choices=sorted(MODELS),
             help="Model to run (repeatable): vggish (16 kHz, 0.96 s hop, 128-d), yamnet "
@@ -145,6 +158,7 @@ class ExtractOptions(PipelineOptions):
             "--birdnet_hop_s", type=float, default=3.0,
             help="BirdNET window hop in seconds (0 < hop <= 3; default 3 = non-overlapping "
                  "3 s windows; 1.5 overlaps them by half).")
+        group = parser.add_argument_group("orca-beam: decoding and batching")
         group.add_argument(
             "--channel", type=int, default=None,
             help="Use only this channel (0-based). Default: average all channels to mono.")
@@ -159,9 +173,10 @@ class ExtractOptions(PipelineOptions):
         group.add_argument(
             "--batch_windows", type=int, default=32,
             help="Humpback and BirdNET: windows per model call (batch size). Default 32.")
+        group = parser.add_argument_group("orca-beam: calls mode (--annotations)")
         group.add_argument(
             "--annotations", default=None,
-            help="Segments mode: an annotation table (TSV/CSV, local or gs://) of calls; --input "
+            help="Calls mode: an annotation table (TSV/CSV, local, gs:// or s3://) of calls; --input "
                  "is then the audio root folder its file names are relative to. One pooled "
                  "embedding per annotated call, every annotation column carried as metadata.")
         group.add_argument(
@@ -170,11 +185,11 @@ class ExtractOptions(PipelineOptions):
                  "Pod.Cast annotations.tsv).")
         group.add_argument(
             "--pooling", default="mean", choices=["mean", "max", "frames"],
-            help="Segments mode: one vector per segment as the mean (default) or max of its "
+            help="Calls mode: one vector per segment as the mean (default) or max of its "
                  "frame embeddings, or keep every frame (one row per frame).")
         group.add_argument(
             "--negatives", type=int, default=0,
-            help="Segments mode: up to N call-free windows per file, sampled (seeded) from time "
+            help="Calls mode: up to N call-free windows per file, sampled (seeded) from time "
                  "no annotation covers, labelled kind=negative. Default 0.")
         group.add_argument(
             "--negative_s", type=float, default=3.0,
@@ -182,6 +197,7 @@ class ExtractOptions(PipelineOptions):
         group.add_argument(
             "--negatives_seed", type=int, default=0,
             help="Seed of the negative sampling (per file, independent of order). Default 0.")
+        group = parser.add_argument_group("orca-beam: re-runs and progress")
         group.add_argument(
             "--force", action="store_true",
             help="Re-embed every matched file, even those the model version's manifest holds "
@@ -196,8 +212,9 @@ class ExtractOptions(PipelineOptions):
                  "deleted sources against the version's manifest) and exit without running.")
         group.add_argument(
             "--progress_interval_s", type=float, default=30.0,
-            help="Seconds between progress log lines during a run. Default 30.")
-        add_projector_args(group)
+            help="Seconds between progress log lines during a run (in every worker process). "
+                 "Default 30.")
+        add_projector_args(parser.add_argument_group("orca-beam: projector and labels"))
 
     def projector_kwargs(self, labels=None) -> dict:
         """Keyword arguments of ``export_projector`` from the projector flags, with the
@@ -216,13 +233,13 @@ class ExtractOptions(PipelineOptions):
         from orca_beam.core.hls import parse_datetime
 
         if not (self.start and self.end):
-            raise ValueError("HLS input needs both --start and --end")
+            raise UsageError("HLS input needs both --start and --end")
         try:
             start, end = parse_datetime(self.start), parse_datetime(self.end)
         except ValueError as exc:
-            raise ValueError(f"--start/--end: {exc}") from None
+            raise UsageError(f"--start/--end: {exc}") from None
         if end <= start:
-            raise ValueError(f"--end {self.end} is not after --start {self.start}")
+            raise UsageError(f"--end {self.end} is not after --start {self.start}")
         return start, end
 
     def file_time(self) -> tuple[str, str] | None:
@@ -231,7 +248,10 @@ class ExtractOptions(PipelineOptions):
             return None
         from orca_beam.core.file_times import time_zone
 
-        time_zone(self.file_time_zone)
+        try:
+            time_zone(self.file_time_zone)
+        except ValueError as exc:
+            raise UsageError(f"--file_time_zone: {exc}") from None
         return self.file_time_format, self.file_time_zone
 
     def model_specs(self) -> list[ModelSpec]:
@@ -239,7 +259,7 @@ class ExtractOptions(PipelineOptions):
         names = self.model or ["vggish", "yamnet", "humpback"]
         specs = []
         for name in dict.fromkeys(names):
-            spec = get_model_spec(name)
+            spec = spec_named(name)
             if name == "humpback":
                 spec = spec.with_hop_units(self.humpback_hop_frames)
             elif name == "birdnet":
@@ -253,35 +273,35 @@ class ExtractOptions(PipelineOptions):
         for item in self.model_handle or []:
             name, sep, handle = item.partition("=")
             if not sep or not handle:
-                raise ValueError(f"--model_handle wants NAME=HANDLE, got {item!r}")
-            get_model_spec(name)
+                raise UsageError(f"--model_handle wants NAME=HANDLE, got {item!r}")
+            spec_named(name)
             handles[name] = handle
         return handles
 
     def validate(self) -> None:
         """Raises ValueError with a clear message for missing or out-of-range options."""
         if not self.input_patterns():
-            raise ValueError("--input is required (a path or glob; repeatable)")
+            raise UsageError("--input is required (a path or glob; repeatable)")
         if not self.output:
-            raise ValueError("--output is required (a local or gs:// directory)")
+            raise UsageError("--output is required (a local, gs:// or s3:// directory)")
         if self.chunk_s <= 0 or self.pack_s <= 0 or self.batch_windows < 1:
-            raise ValueError("--chunk_s and --pack_s must be > 0, --batch_windows >= 1")
+            raise UsageError("--chunk_s and --pack_s must be > 0, --batch_windows >= 1")
         if self.annotations:
             if len(self.input_patterns()) != 1:
-                raise ValueError("with --annotations, give exactly one --input: the audio root "
+                raise UsageError("with --annotations, give exactly one --input: the audio root "
                                  "folder the annotation file names are relative to")
             if self.negatives < 0 or self.negative_s <= 0:
-                raise ValueError("--negatives must be >= 0 and --negative_s > 0")
+                raise UsageError("--negatives must be >= 0 and --negative_s > 0")
         if self.hls_range() is not None:
             if self.annotations:
-                raise ValueError("--start/--end (HLS input) and --annotations cannot be combined")
+                raise UsageError("--start/--end (HLS input) and --annotations cannot be combined")
             if self.file_time_format:
-                raise ValueError("--file_time_format applies to files; HLS folders carry their "
+                raise UsageError("--file_time_format applies to files; HLS folders carry their "
                                  "own times")
             if self.span_s <= 0:
-                raise ValueError("--span_s must be > 0")
+                raise UsageError("--span_s must be > 0")
         self.file_time()
         if not self.annotations and self.projector_point == "segment":
-            raise ValueError("--projector_point segment needs --annotations (segments mode)")
+            raise UsageError("--projector_point segment needs --annotations (segments mode)")
         self.model_specs()
         self.model_handles()

@@ -9,13 +9,21 @@ from collections.abc import Sequence
 
 import apache_beam as beam
 
-from orca_beam.core.statuses import EMBEDDED, EMPTY, FAILED, NOT_IN_PLAYLIST, TOO_SHORT, UNREADABLE
+from orca_beam.core.statuses import (
+    FAILED,
+    FAILED_STATUSES,
+    TOO_SHORT,
+)
+from orca_beam.extract.summary import SourceTally
 from orca_beam.records import Failure, FileRecord, Outcome
+
+TALLIES_TAG = "tallies"
 
 
 class _OutcomesFn(beam.DoFn):
-    def __init__(self, models: Sequence[str], labels=None):
+    def __init__(self, models: Sequence[str], rule, labels=None):
         self.models = list(models)
+        self.rule = rule
         self.labels = labels
 
     def process(self, keyed):
@@ -36,45 +44,48 @@ class _OutcomesFn(beam.DoFn):
                         time_source=record.time_source)
         if self.labels is not None:
             base["labels"] = self.labels.as_dict(source)
-        segment = record is not None and bool(record.stream)
         models = list(record.models) if record and record.models else self.models
+        failed = False
         for model in models:
-            failure = next((f for f in failures if f.model in ("", model)), None)
-            written = counts.get(model, 0)
-            if failure is not None:
-                status = UNREADABLE if segment and failure.stage == "decode" else FAILED
-                yield Outcome(source, model, status, written, **base,
-                              error_class=failure.error_class, error=failure.error)
-            elif record is None or record.duration_s is None:
-                yield Outcome(source, model, FAILED, written, **base,
-                              error_class="MissingRecord", error="file was never decoded")
-            elif not segment and record.expected[model] == 0:
-                yield Outcome(source, model, TOO_SHORT, 0, **base,
-                              error=f"{record.duration_s:.3f} s is shorter than one window")
-            elif written != record.expected[model]:
-                yield Outcome(source, model, FAILED, written, **base,
-                              error_class="RowCountMismatch",
-                              error=f"{written} rows written, {record.expected[model]} expected")
-            elif segment:
-                # a segment owns the windows that end in it; a short one may own none (its
-                # audio is in the next segment's windows)
-                status = (EMPTY if record.duration_s == 0 else
-                          EMBEDDED if record.in_playlist else NOT_IN_PLAYLIST)
-                yield Outcome(source, model, status, written, **base)
-            else:
-                yield Outcome(source, model, EMBEDDED, written, **base)
+            outcome = self._outcome(source, model, record, failures, counts.get(model, 0), base)
+            failed |= outcome.status in FAILED_STATUSES
+            yield outcome
+        yield beam.pvalue.TaggedOutput(TALLIES_TAG, SourceTally(
+            source, record.duration_s if record else None, failed,
+            None if self.labels is None else base["labels"] is not None))
+
+    def _outcome(self, source, model, record, failures, written, base) -> Outcome:
+        failure = next((f for f in failures if f.model in ("", model)), None)
+        if failure is not None:
+            status = self.rule.decode_failed if failure.stage == "decode" else FAILED
+            return Outcome(source, model, status, written, **base,
+                           error_class=failure.error_class, error=failure.error)
+        if record is None or record.duration_s is None:
+            return Outcome(source, model, FAILED, written, **base, error_class="MissingRecord",
+                           error="file was never decoded")
+        if self.rule.too_short(record, model):
+            return Outcome(source, model, TOO_SHORT, 0, **base,
+                           error=f"{record.duration_s:.3f} s is shorter than one window")
+        if written != record.expected[model]:
+            return Outcome(source, model, FAILED, written, **base,
+                           error_class="RowCountMismatch",
+                           error=f"{written} rows written, {record.expected[model]} expected")
+        return Outcome(source, model, self.rule.embedded(record), written, **base)
 
 
 class AccountOutcomes(beam.PTransform):
     """Joins decode records, row counts and failures into exactly one Outcome per (file, model).
 
     Input: a dict with ``files`` (FileRecord), ``failures`` (Failure) and ``counts``
-    (((source, model), rows)). ``labels``: a LabelTable whose columns each outcome carries.
+    (((source, model), rows)). ``rule``: the input kind's OutcomeRule. ``labels``: a
+    LabelTable whose columns each outcome carries. Outputs: the outcomes (main) and
+    ``TALLIES_TAG``, one SourceTally per source for the run summary.
     """
 
-    def __init__(self, models: Sequence[str], labels=None):
+    def __init__(self, models: Sequence[str], rule, labels=None):
         super().__init__()
         self.models = list(models)
+        self.rule = rule
         self.labels = labels
 
     def expand(self, inputs):
@@ -85,7 +96,8 @@ class AccountOutcomes(beam.PTransform):
             | "KeyCounts" >> beam.Map(lambda kv: (kv[0][0], (kv[0][1], kv[1]))),
         }
         return (keyed | "JoinBySource" >> beam.CoGroupByKey()
-                | "DecideOutcome" >> beam.ParDo(_OutcomesFn(self.models, self.labels)))
+                | "DecideOutcome" >> beam.ParDo(_OutcomesFn(self.models, self.rule, self.labels))
+                .with_outputs(TALLIES_TAG, main="outcomes"))
 
 
 def _is_failed(outcome) -> bool:
@@ -94,12 +106,14 @@ def _is_failed(outcome) -> bool:
 
 class WriteOutcomes(beam.PTransform):
     """Outcomes (anything with ``to_dict`` and ``status``) -> JSON lines in
-    ``<output>/<outcomes_dir>/outcomes-*.jsonl``; those ``is_error`` picks (default: failed) also
-    to ``<output>/<errors_dir>/errors-*.jsonl``."""
+    ``<output>/<outcomes_dir>/<run_id>/outcomes-*.jsonl``; those ``is_error`` picks (default:
+    failed) also to ``<output>/<errors_dir>/<run_id>/errors-*.jsonl``. Output: a dict of the
+    written file names, ``outcomes`` and ``errors``."""
 
-    def __init__(self, output_dir: str, *, outcomes_dir: str = "outcomes",
+    def __init__(self, output_dir: str, run_id: str, *, outcomes_dir: str = "outcomes",
                  errors_dir: str = "errors", is_error=_is_failed):
         super().__init__()
+        self.run_id = run_id
         self.output_dir = output_dir.rstrip("/")
         self.outcomes_dir = outcomes_dir
         self.errors_dir = errors_dir
@@ -108,9 +122,11 @@ class WriteOutcomes(beam.PTransform):
     def expand(self, outcomes):
         lines = outcomes | "OutcomeJson" >> beam.Map(lambda o: json.dumps(o.to_dict()))
         written = lines | "WriteOutcomeLines" >> beam.io.WriteToText(
-            f"{self.output_dir}/{self.outcomes_dir}/outcomes", file_name_suffix=".jsonl")
+            f"{self.output_dir}/{self.outcomes_dir}/{self.run_id}/outcomes",
+            file_name_suffix=".jsonl")
         errors = (outcomes | "OnlyErrors" >> beam.Filter(self.is_error)
                   | "ErrorJson" >> beam.Map(lambda o: json.dumps(o.to_dict()))
                   | "WriteErrorLines" >> beam.io.WriteToText(
-                      f"{self.output_dir}/{self.errors_dir}/errors", file_name_suffix=".jsonl"))
+                      f"{self.output_dir}/{self.errors_dir}/{self.run_id}/errors",
+                      file_name_suffix=".jsonl"))
         return {"outcomes": written, "errors": errors}

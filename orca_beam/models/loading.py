@@ -19,6 +19,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from orca_beam.core.errors import UsageError
+
 LOG = logging.getLogger(__name__)
 #: File in a SavedModel's assets/ that marks it as a stand-in built by this project.
 STANDIN_MARKER = "orca_beam_standin.json"
@@ -57,7 +59,7 @@ def _copy_remote(handle: str, single_file: bool = False) -> str:
         base = handle.rstrip("/")
         matches = FileSystems.match([base if single_file else base + "/**"])[0].metadata_list
         if not matches:
-            raise FileNotFoundError(f"no files under model handle {handle}")
+            raise UsageError(f"no files under model handle {handle}")
         local = Path(tempfile.mkdtemp(prefix="orca-beam-model-"))
         for meta in matches:
             relative = base.rsplit("/", 1)[-1] if single_file else meta.path[len(base) + 1:]
@@ -73,7 +75,7 @@ def _copy_remote(handle: str, single_file: bool = False) -> str:
         return _COPIED[handle]
 
 
-class ModelUnavailableError(ValueError):
+class ModelUnavailableError(UsageError):
     """A TF Hub / Kaggle handle that cannot be fetched (offline, proxy, DNS); the message says
     the handle, the cause and the two ways round it."""
 
@@ -125,7 +127,7 @@ def resolve_model_dir(handle: str) -> str:
         return _copy_remote(handle)
     path = Path(handle).expanduser()
     if not (path / "saved_model.pb").exists() and not (path / "saved_model.pbtxt").exists():
-        raise FileNotFoundError(f"{handle} is not a SavedModel directory (no saved_model.pb)")
+        raise UsageError(f"{handle} is not a SavedModel directory (no saved_model.pb)")
     return str(path.resolve())
 
 
@@ -219,7 +221,7 @@ def load_model(handle: str, expected_sha256: str | None = None,
             f"{version.content_sha256[:16]}, launched with {expected_sha256[:16]}")
     if is_tflite_handle(handle):
         if not embedding_tensor:
-            raise ValueError(f"model {handle} is a TFLite file: the registry names no "
+            raise UsageError(f"model {handle} is a TFLite file: the registry names no "
                              f"embedding tensor to read from it")
         return TfliteEmbedder(local, embedding_tensor), version
     import tensorflow_hub as hub

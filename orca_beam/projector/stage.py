@@ -28,7 +28,6 @@ from orca_beam.projector.export import (
     parts_dir,
     read_chosen_rows,
     read_key_columns,
-    sample_hash,
     scan_keys,
     write_part,
 )
@@ -81,35 +80,28 @@ class _WritePartsFn(beam.DoFn):
 class ExportProjector(beam.PTransform):
     """One model's current rows -> its Embedding Projector files in ``out_dir``.
 
-    Input: manifest entries (``from_entries``, ENTRY_SCHEMA dicts: the rows of each entry's
-    source in each of its shards are current) or row shard names (every row current). Output:
+    Input: manifest entries (ENTRY_SCHEMA dicts, from ``store.reader.ReadEntries`` or a run's
+    commit: the rows of each entry's source in each of its shards are current). Output:
     the summary dict (one element); ``{"skipped": True, ...}`` when the files already match
     these rows and settings, ``{"points": 0}`` when there are no rows."""
 
-    def __init__(self, out_dir: str, name: str, export_kwargs: dict, *,
-                 from_entries: bool = True):
+    def __init__(self, out_dir: str, name: str, export_kwargs: dict):
         super().__init__()
         self.out_dir = out_dir.rstrip("/")
         self.name = name
         self.kwargs = dict(export_kwargs)
         self.labels = self.kwargs.get("labels")
         self.settings = export_settings(**self.kwargs)
-        self.from_entries = from_entries
 
     def expand(self, items):
         out_dir, name, settings, labels = self.out_dir, self.name, self.settings, self.labels
         point, kwargs = settings["point"], self.kwargs
-        if self.from_entries:
-            digest = rows_digest(items, "ProjectorRows")
-            per_shard = (items
-                         | "ShardOfEachSource" >> beam.FlatMap(
-                             lambda e: [(s, e["source"]) for s in e["shards"] or []]
-                             if e["embeddings"] else [])
-                         | "SourcesPerShard" >> beam.GroupByKey())
-        else:
-            digest = rows_digest(items, "ProjectorShards",
-                                 key=lambda shard: sample_hash([shard], 0))
-            per_shard = items | "EveryRowOfShard" >> beam.Map(lambda shard: (shard, None))
+        digest = rows_digest(items, "ProjectorRows")
+        per_shard = (items
+                     | "ShardOfEachSource" >> beam.FlatMap(
+                         lambda e: [(s, e["source"]) for s in e["shards"] or []]
+                         if e["embeddings"] else [])
+                     | "SourcesPerShard" >> beam.GroupByKey())
 
         def decide(digest_hex: str) -> dict:
             current = is_up_to_date(out_dir, digest_hex, settings)

@@ -16,6 +16,7 @@ from apache_beam.metrics import Metrics
 
 from orca_beam.core import s3
 from orca_beam.core.audio import DECODE_BLOCK_S, AudioError, iter_resampled_blocks, validate_audio
+from orca_beam.core.errors import UsageError
 from orca_beam.core.file_times import FILE_NAME, FileTimeError, file_start_utc
 from orca_beam.core.framing import (
     Chunker,
@@ -29,8 +30,9 @@ from orca_beam.core.prefetch import DECODE_NICENESS, prefetched
 from orca_beam.core.registry import ModelSpec
 from orca_beam.progress import Progress
 from orca_beam.records import Failure, FileRecord, SourceState
+from orca_beam.sources.base import FileOutcomeRule, Listed
 from orca_beam.store.fingerprint import COMPARED_NEW, fingerprint
-from orca_beam.tags import FAILURES_TAG, FILES_TAG, NAMESPACE, SOURCES_TAG
+from orca_beam.tags import FAILURES_TAG, FILES_TAG, GAPS_TAG, NAMESPACE, SOURCES_TAG
 
 LOG = logging.getLogger(__name__)
 
@@ -188,3 +190,42 @@ class DecodeAndFrame(beam.PTransform):
             _DecodeAndFrameFn(self.specs, self.chunk_s, self.channel, self.file_time,
                               self.progress_interval_s)).with_outputs(
                 SOURCES_TAG, FILES_TAG, FAILURES_TAG, *[spec.name for spec in self.specs])
+
+
+class FileSource:
+    """Plain files (local, gs://, s3://) as a Source: glob patterns listed by ``MatchFiles``,
+    the plan's work decoded by ``DecodeAndFrame``; outcomes by :class:`FileOutcomeRule`.
+    ``file_clock``: (``strptime`` format, IANA zone) of recording times in the file names."""
+
+    keep_unmatched = False
+    rule = FileOutcomeRule()
+
+    def __init__(self, patterns: Sequence[str], specs: Sequence[ModelSpec], *, chunk_s: float,
+                 channel: int | None, file_clock: tuple[str, str] | None = None,
+                 progress_interval_s: float = 30.0):
+        self.patterns = list(patterns)
+        self.specs = list(specs)
+        self.chunk_s = chunk_s
+        self.channel = channel
+        self.file_clock = file_clock
+        self.progress_interval_s = progress_interval_s
+
+    def check(self) -> None:
+        """Raises UsageError naming any pattern that matches no file (one match asked of each:
+        the listing itself is the pipeline's first stage)."""
+        for pattern, result in zip(self.patterns, FileSystems.match(
+                self.patterns, limits=[1] * len(self.patterns)), strict=True):
+            if not result.metadata_list:
+                raise UsageError(f"--input {pattern!r} matched no files")
+
+    def list(self, pipeline: beam.Pipeline) -> Listed:
+        """Adds ``MatchFiles`` over the patterns."""
+        return Listed(pipeline | "MatchFiles" >> MatchFiles(self.patterns), {})
+
+    def decode(self, work, listed: Listed) -> dict:
+        """Adds ``DecodeAndFrame`` over the plan's work items; no stream gaps."""
+        decoded = work | "DecodeAndFrame" >> DecodeAndFrame(
+            self.specs, chunk_s=self.chunk_s, channel=self.channel, file_time=self.file_clock,
+            progress_interval_s=self.progress_interval_s)
+        tags = [FILES_TAG, FAILURES_TAG, SOURCES_TAG, *(spec.name for spec in self.specs)]
+        return {**{tag: decoded[tag] for tag in tags}, GAPS_TAG: []}

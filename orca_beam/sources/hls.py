@@ -40,6 +40,7 @@ from apache_beam.metrics import Metrics
 
 from orca_beam.core import s3
 from orca_beam.core.audio import mono_block, resample_stream
+from orca_beam.core.errors import UsageError
 from orca_beam.core.framing import (
     Owner,
     Piece,
@@ -67,9 +68,10 @@ from orca_beam.core.hls import (
 from orca_beam.core.listing import MatchedFile, matched_file
 from orca_beam.core.prefetch import DECODE_NICENESS, prefetched
 from orca_beam.core.registry import ModelSpec
-from orca_beam.core.statuses import GAP, NO_TIME
+from orca_beam.core.statuses import EMBEDDED, EMPTY, GAP, NO_TIME, NOT_IN_PLAYLIST, UNREADABLE
 from orca_beam.progress import Progress
 from orca_beam.records import Failure, FileRecord, Outcome, SourceState
+from orca_beam.sources.base import Listed
 from orca_beam.store.fingerprint import fingerprint
 from orca_beam.tags import FAILURES_TAG, FILES_TAG, GAPS_TAG, NAMESPACE, SOURCES_TAG
 
@@ -719,3 +721,82 @@ class DecodeSpans(beam.PTransform):
                           self.progress_interval_s)).with_outputs(
                 SOURCES_TAG, FILES_TAG, FAILURES_TAG, GAPS_TAG,
                 *[spec.name for spec in self.specs])
+
+
+@dataclass(frozen=True)
+class HlsOutcomeRule:
+    """HLS segments: a segment that cannot be read is ``unreadable``; none is too short (a short
+    segment's audio is in the next segment's windows); a 0 s segment is ``empty``; one the
+    playlist does not list is ``not_in_playlist``; else ``embedded``."""
+
+    decode_failed: str = UNREADABLE
+
+    def too_short(self, record: FileRecord, model: str) -> bool:
+        """Never: a segment owns the windows that end in it, and may own none."""
+        return False
+
+    def embedded(self, record: FileRecord) -> str:
+        """``empty``, ``embedded`` or ``not_in_playlist``."""
+        if record.duration_s == 0:
+            return EMPTY
+        return EMBEDDED if record.in_playlist else NOT_IN_PLAYLIST
+
+
+class HlsSource:
+    """HLS folders (``<node>/hls/<unix s>/``) as continuous streams, as a Source: the folders
+    under each root that overlap ``[start, end)`` are listed when the pipeline runs and planned
+    from their playlists; the plan's segments are decoded as time ranges of ``span_s`` seconds
+    of one folder; each gap is one more outcome row. Entries outside the range are carried, not
+    deleted (``keep_unmatched``)."""
+
+    keep_unmatched = True
+    rule = HlsOutcomeRule()
+
+    def __init__(self, roots: Sequence[str], specs: Sequence[ModelSpec], *, start: datetime,
+                 end: datetime, span_s: float, chunk_s: float, channel: int | None,
+                 s3_options: dict | None = None, progress_interval_s: float = 30.0,
+                 at_run_time: bool = False):
+        self.roots = list(roots)
+        self.specs = list(specs)
+        self.start, self.end, self.span_s = start, end, span_s
+        self.chunk_s = chunk_s
+        self.channel = channel
+        self.s3_options = s3_options or {}
+        self.progress_interval_s = progress_interval_s
+        self.at_run_time = at_run_time
+
+    def check(self) -> None:
+        """Raises UsageError when no root has a folder that can overlap the range (one
+        delimiter listing per root, in the launcher); skipped for a template
+        (``at_run_time``), which lists its folders when it runs."""
+        if self.at_run_time:
+            return
+        found = 0
+        for root in self.roots:
+            chosen = folders_in_range(root, self.start, self.end, self.s3_options)
+            LOG.info("%s: %d folders can overlap %s .. %s", root, len(chosen),
+                     self.start.isoformat(), self.end.isoformat())
+            found += len(chosen)
+        if not found:
+            raise UsageError(f"no HLS folder under {self.roots} can overlap "
+                             f"{self.start.isoformat()} .. {self.end.isoformat()} (folders are "
+                             "named by their unix start time: <node>/hls/<seconds>/)")
+
+    def list(self, pipeline: beam.Pipeline) -> Listed:
+        """Adds the folder listing and plans: segments in range, folder plans, listing gaps."""
+        listed = (pipeline | "HlsRoots" >> beam.Create(self.roots)
+                  | "ListFolders" >> ListFolders(self.start, self.end, self.s3_options)
+                  | "PlanFolders" >> PlanFolders(self.start, self.end))
+        return Listed(listed.segments, {FOLDERS_TAG: listed[FOLDERS_TAG],
+                                        GAPS_TAG: listed[GAPS_TAG]})
+
+    def decode(self, work, listed: Listed) -> dict:
+        """Adds the spans of the work's folders and their stream decoding."""
+        spans = ({"plans": listed.extra[FOLDERS_TAG], "work": work}
+                 | "FormSpans" >> FormSpans(self.span_s, look_behind_s(self.specs)))
+        decoded = spans | "DecodeStreams" >> DecodeSpans(
+            self.specs, chunk_s=self.chunk_s, channel=self.channel,
+            progress_interval_s=self.progress_interval_s)
+        tags = [FILES_TAG, FAILURES_TAG, SOURCES_TAG, *(spec.name for spec in self.specs)]
+        return {**{tag: decoded[tag] for tag in tags},
+                GAPS_TAG: [listed.extra[GAPS_TAG], decoded[GAPS_TAG]]}

@@ -1,0 +1,119 @@
+"""The extraction's settings, parsed and checked once in the launcher into frozen dataclasses.
+
+Stages take the parts they need in their constructors, so worker processes (multi-process
+DirectRunner, PortableRunner, Dataflow) get exactly the launcher's settings when the DoFns are
+unpickled; nothing is configured by mutating a class in the launcher.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from apache_beam.options.pipeline_options import GoogleCloudOptions
+
+from orca_beam.core.errors import UsageError
+from orca_beam.core.registry import ModelSpec
+from orca_beam.core.s3 import s3_settings
+from orca_beam.extract.options import ExtractOptions, projector_kwargs
+
+
+@dataclass(frozen=True)
+class HlsRange:
+    """HLS input: the UTC range to embed and the seconds of a folder one worker step decodes."""
+
+    start: datetime
+    end: datetime
+    span_s: float
+
+
+@dataclass(frozen=True)
+class FileClock:
+    """Files named by their recording time: the ``strptime`` format and the IANA zone."""
+
+    format: str
+    zone: str
+
+
+@dataclass(frozen=True)
+class CallsConfig:
+    """Calls mode (``--annotations``): the table, its column mapping, pooling and negatives."""
+
+    annotations: str
+    annotations_config: str | None
+    pooling: str
+    negatives: int
+    negative_s: float
+    negatives_seed: int
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Every setting of one extraction run (units: seconds; channel: index, None = mono)."""
+
+    inputs: tuple[str, ...]
+    output: str
+    specs: tuple[ModelSpec, ...]
+    handles: dict = field(hash=False)  # model name -> handle
+    channel: int | None = None
+    chunk_s: float = 60.0
+    pack_s: float = 60.0
+    batch_windows: int = 32
+    progress_interval_s: float = 30.0
+    force: bool = False
+    verify_content: bool = False
+    plan: bool = False
+    hls: HlsRange | None = None
+    file_clock: FileClock | None = None
+    calls: CallsConfig | None = None
+    #: the projector's export settings without labels (``projector_point`` "none": no export)
+    projector: dict = field(default_factory=dict, hash=False)
+    label_table: str | None = None
+    label_key: str | None = None
+    s3: dict = field(default_factory=dict, hash=False)
+    template_location: str | None = None
+
+    @property
+    def kind(self) -> str:
+        """The input kind: ``calls``, ``hls`` or ``files``."""
+        return "calls" if self.calls else "hls" if self.hls else "files"
+
+    @property
+    def model_names(self) -> list[str]:
+        """The models' names, in order."""
+        return [spec.name for spec in self.specs]
+
+    @property
+    def exports_projector(self) -> bool:
+        """True unless ``--projector_point none``."""
+        return self.projector.get("point", "frame") != "none"
+
+    def projector_kwargs(self, labels=None) -> dict:
+        """``export_projector`` keyword arguments with the LabelTable ``labels``."""
+        return {**self.projector, "labels": labels}
+
+
+def extract_config(options: ExtractOptions) -> ExtractConfig:
+    """The checked ExtractConfig of parsed ``options``; UsageError naming the flag otherwise."""
+    options.validate()
+    hls = options.hls_range()
+    clock = options.file_time()
+    calls = None
+    if options.annotations:
+        calls = CallsConfig(options.annotations, options.annotations_config, options.pooling,
+                            options.negatives, options.negative_s, options.negatives_seed)
+    if options.plan and calls is not None:
+        raise UsageError("--plan applies to files and HLS input (calls mode always runs in "
+                         "full)")
+    projector = projector_kwargs(options)
+    projector.pop("labels")
+    return ExtractConfig(
+        inputs=tuple(options.input_patterns()), output=options.output.rstrip("/"),
+        specs=tuple(options.model_specs()), handles=options.model_handles(),
+        channel=options.channel, chunk_s=options.chunk_s, pack_s=options.pack_s,
+        batch_windows=options.batch_windows, progress_interval_s=options.progress_interval_s,
+        force=options.force, verify_content=options.verify_content, plan=options.plan,
+        hls=HlsRange(*hls, options.span_s) if hls else None,
+        file_clock=FileClock(*clock) if clock else None, calls=calls, projector=projector,
+        label_table=options.label_table, label_key=options.label_key, s3=s3_settings(options),
+        template_location=options.view_as(GoogleCloudOptions).template_location)
