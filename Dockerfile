@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# Custom Beam SDK container for Dataflow GPU workers (README "Google Cloud").
+# Custom Beam SDK container for Dataflow GPU workers (docs/dataflow.md).
 # Beam SDK 2.77 for Python 3.11 (same as the launcher, as Dataflow requires) with its
 # /opt/apache/beam/boot entrypoint. TensorFlow's [and-cuda] wheels bring CUDA/cuDNN; the NVIDIA
 # driver is installed by Dataflow (worker_accelerator=...;install-nvidia-driver).

@@ -161,12 +161,25 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     return summary
 
 
+#: The logger under which Beam's local runners repeat what their worker processes log.
+WORKER_LOGS = "apache_beam.runners.portability.local_job_service"
+
+
+def _ours_or_warnings(record: logging.LogRecord) -> bool:
+    """Worker log lines worth showing: orca-beam's own (progress), and every warning."""
+    return record.levelno >= logging.WARNING or "orca_beam" in record.getMessage()
+
+
 def main() -> None:
     """The command line: a UsageError is one line on stderr and exit status 2; any other
-    exception keeps its traceback."""
+    exception keeps its traceback. Worker processes' progress lines are shown (multi-process
+    DirectRunner, PortableRunner); Beam's own chatter stays at warnings."""
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    workers = logging.getLogger(WORKER_LOGS)
+    workers.setLevel(logging.INFO)
+    workers.addFilter(_ours_or_warnings)
     try:
         run()
     except UsageError as exc:

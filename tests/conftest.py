@@ -193,3 +193,18 @@ def s3_emulator(tmp_path_factory):
         except subprocess.TimeoutExpired:
             process.kill()
 
+
+
+EXTERNAL_FIXTURES = {"s3_emulator", "gcs_emulator", "portable_services"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Marks each test by the fixtures it uses: ``real_data`` (the shared recordings) and
+    ``external`` (a server process)."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if "orca_calls" in names or any("orca" in n and "calls" in n for n in names):
+            item.add_marker(pytest.mark.real_data)
+        if names & EXTERNAL_FIXTURES or "tensorboard" in item.nodeid or "chromium" in \
+                item.nodeid.lower():
+            item.add_marker(pytest.mark.external)

@@ -25,7 +25,7 @@ from orca_beam.testing.hls_fixtures import write_hls_folder
 from pipelines import extract
 from tests.test_s3_pipeline import without_credentials
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ["vggish", "yamnet", "humpback", "birdnet"]
 FIRST_S = 1_633_046_400  # 2021-10-01T00:00:00Z: the first folder; the second an hour later

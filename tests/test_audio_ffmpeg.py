@@ -99,6 +99,7 @@ def test_a_damaged_segment_is_a_typed_error(recording):
         validate_audio(data[:188 * 3], name="live043.ts")
 
 
+@pytest.mark.e2e
 def test_pipeline_embeds_ts_segments(recording, standin_dir, tmp_path):
     from pipelines import extract
 

@@ -10,7 +10,7 @@ from benchmarks import speed
 from orca_beam.core.registry import get_model_spec
 from orca_beam.models.loading import cached_model
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 MODELS = ("yamnet", "vggish", "humpback")
 
 

@@ -91,6 +91,7 @@ def test_fast_embeddings_equal_the_keep_every_tensor_path(model_file, orca_calls
     assert (want >= 0).all() and np.linalg.norm(want[0] - want[3]) > 1.0
 
 
+@pytest.mark.e2e
 def test_catalogue_run_embeds_every_clip_on_birdnet_analyzers_segments(birdnet_catalogue_run,
                                                                         orca_calls):
     output, summary = birdnet_catalogue_run
@@ -128,6 +129,7 @@ def test_catalogue_run_embeds_every_clip_on_birdnet_analyzers_segments(birdnet_c
     assert sum(1 for path in files if load_audio(path, 48_000).size < WINDOW) > 100
 
 
+@pytest.mark.e2e
 def test_labels_reach_the_projector_and_the_outcomes(birdnet_catalogue_run, orca_calls):
     output, summary = birdnet_catalogue_run
     labels = {}

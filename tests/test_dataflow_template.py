@@ -16,7 +16,7 @@ from apache_beam.portability.api import beam_runner_api_pb2
 
 from pipelines import extract
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[1]
 HANDLES = {"vggish": "https://tfhub.dev/google/vggish/1",
            "yamnet": "https://tfhub.dev/google/yamnet/1",
@@ -26,10 +26,10 @@ VARIABLES = {"PROJECT": "orca-project", "REGION": "us-central1",
 
 
 def readme_template_command() -> str:
-    """The bash block after <!-- dataflow-template-command --> in README.md, lines joined."""
-    text = (REPO / "README.md").read_text()
+    """The bash block after <!-- dataflow-template-command --> in docs/dataflow.md, lines joined."""
+    text = (REPO / "docs" / "dataflow.md").read_text()
     block = re.search(r"<!-- dataflow-template-command -->\s*```bash\n(.*?)```", text, re.S)
-    assert block, "README has no dataflow-template-command block"
+    assert block, "docs/dataflow.md has no dataflow-template-command block"
     return block.group(1).replace("\\\n", " ").strip()
 
 

@@ -19,7 +19,7 @@ from orca_beam.core.registry import get_model_spec
 from pipelines import extract
 
 MODELS = ("vggish", "yamnet", "humpback")
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 
 def handles(standin_dir: Path) -> list[str]:

@@ -22,7 +22,7 @@ import pytest
 from pipelines import extract
 from tests.test_segments_pipeline import write_annotations
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 CATALOG_CLIPS = ["S01-J,L-1.wav", "S02i-J-1.wav"]
 
 

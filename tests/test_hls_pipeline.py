@@ -21,7 +21,7 @@ from orca_beam.store.version import latest_version_folder
 from orca_beam.testing.hls_fixtures import write_hls_folder
 from pipelines import extract
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 MODELS = ["vggish", "yamnet", "humpback"]
 FOLDER_S = 1_633_046_400  # 2021-10-01T00:00:00Z
 PDT_DELAY_S = 2.5  # the first audio 2.5 s after the folder's name (as on Orcasound's nodes)

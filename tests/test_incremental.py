@@ -20,7 +20,7 @@ from orca_beam.store.reader import current_rows
 from orca_beam.store.version import COMMIT_NAME
 from pipelines import extract
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[1]
 FIRST = ["S01-J,L-1.wav", "S02i-J-1.wav", "S03-J-1.wav", "S04-J-1.wav", "BCS07-J01pod-1.wav",
          "S02ii-J-1.wav"]

@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
+pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[1]
 HANDLE = "https://tfhub.dev/google/yamnet/1"
 

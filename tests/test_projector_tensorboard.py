@@ -21,7 +21,7 @@ from PIL import Image
 from pipelines import extract
 from tests.servers import free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 SCREENSHOT_DIR = Path(os.environ.get("ORCA_BEAM_ARTIFACTS", tempfile.gettempdir())) / "orca-beam"
 
 

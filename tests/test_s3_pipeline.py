@@ -20,7 +20,7 @@ from orca_beam.store.reader import current_rows
 from orca_beam.store.version import latest_version_folder
 from pipelines import extract
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[1]
 FILES = ["210825-1925_L-highlight.wav", "someCalls.wav"]
 

@@ -19,7 +19,7 @@ from orca_beam.core.framing import num_frames
 from orca_beam.core.registry import get_model_spec
 from pipelines import extract
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 MODELS = ("vggish", "yamnet", "humpback")
 HEADER = ["dataset", "wav_filename", "start_time_s", "duration_s", "location", "date",
           "pst_or_master_tape_identifier"]

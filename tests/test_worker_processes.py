@@ -20,7 +20,7 @@ from orca_beam.store.reader import current_rows
 from orca_beam.store.version import COMMIT_NAME
 from tests.servers import free_port, start_server
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[1]
 CLIPS = ["S01-J,L-1.wav", "S02i-J-1.wav", "S03-J-1.wav", "S04-J-1.wav"]
 ENTRY_FIELDS = ("source", "size_bytes", "mtime_s", "fingerprint", "compared", "status",
@@ -129,3 +129,28 @@ def test_portable_runner_with_an_external_worker_pool_equals_the_in_process_run(
     assert summary["model_load_s"] == {}
     assert_same(state(tmp_path / "out"), expected)
     assert time.monotonic() - started < 170
+
+
+def worker_progress_lines(audio: Path, output: Path, handle: Path, interval_s: str) -> list[str]:
+    """The progress lines a multi-process run's workers logged (as the launcher shows them)."""
+    command = [sys.executable, "-m", "pipelines.extract", "--runner=DirectRunner",
+               "--direct_running_mode=multi_processing", "--direct_num_workers=2",
+               f"--input={audio}/*.wav", f"--output={output}", "--model=yamnet",
+               f"--model_handle=yamnet={handle}", "--pack_s=0.5", "--projector_point=none",
+               f"--progress_interval_s={interval_s}"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=170,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert done.returncode == 0, done.stderr[-5000:]
+    return [line for line in done.stderr.splitlines()
+            if "Worker:" in line and 'message: "progress: ' in line]
+
+
+def test_progress_interval_reaches_the_worker_processes(reference, standin_dir, tmp_path):
+    """--progress_interval_s is passed to the DoFns, so workers in other processes log at that
+    interval: with 1 s their progress lines show; with 1 ms every file, block and model call
+    logs one, far more than the one line per worker process the default 30 s allows in a run
+    of a few seconds."""
+    audio, _ = reference
+    handle = standin_dir / "yamnet"
+    assert worker_progress_lines(audio, tmp_path / "a", handle, "1")
+    assert len(worker_progress_lines(audio, tmp_path / "b", handle, "0.001")) > 2 * 2

@@ -53,7 +53,6 @@ FILE_MISSING = "file_missing"
 UNREADABLE_AUDIO = "unreadable_audio"
 ZERO_DURATION = "zero_duration"
 OUTSIDE_FILE = "outside_file"
-REASONS = (PATH_OUTSIDE_ROOT, BAD_ROW, FILE_MISSING, UNREADABLE_AUDIO, ZERO_DURATION, OUTSIDE_FILE)
 CALL = "call"
 NEGATIVE = "negative"
 #: A segment may end this far past the decoded file and still count as inside it.

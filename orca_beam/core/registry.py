@@ -1,7 +1,7 @@
 """The model registry: one frozen record per model, looked up in one place.
 
-Numbers here are the published facts of the TF Hub models and of BirdNET V2.4 (see README
-"Models" and ``shared/reference/tfhub_models.md``): handles, sample rates, front-end parameters,
+Numbers here are the published facts of the TF Hub models and of BirdNET V2.4 (see
+``docs/models.md``): handles, sample rates, front-end parameters,
 the sample grid of their embeddings and how each is called. Derived values are properties.
 
 The grid of every model is expressed in *units*: a unit is one input sample for VGGish, YAMNet

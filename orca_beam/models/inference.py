@@ -26,7 +26,6 @@ class LoadedModel:
 
     runner: Runner
     version_label: str
-    standin: bool
 
 
 def _without_samples(piece: Piece) -> Piece:
@@ -70,7 +69,7 @@ class OrcaModelHandler(ModelHandler):
                                       self.spec.embedding_tensor)
         runner = make_runner(self.spec, model, pack_s=self.pack_s,
                              batch_windows=self.batch_windows)
-        return LoadedModel(runner, version.label, version.standin)
+        return LoadedModel(runner, version.label)
 
     def run_inference(self, batch: Sequence[Piece], model: LoadedModel,
                       inference_args: dict | None = None) -> Iterable[PredictionResult]:

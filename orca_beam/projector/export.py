@@ -55,7 +55,6 @@ MAX_THUMB_PX = 64
 #: Most points written to one part file (one worker step's buffer) before they are joined.
 BLOCK_POINTS = 2048
 POINT_KINDS = ("frame", "file", "segment")
-BASE_COLUMNS = ("point", "source", "start_s", "end_s", "clip", "model_version")
 #: Row columns never copied to the metadata as extra columns (vectors, images, or already shown).
 NOT_METADATA = {"embedding", "thumbnail", "source", "start_s", "end_s", "model_version", "model",
                 "standin", "channel", "pooling", "window_start_s", "window_end_s",
