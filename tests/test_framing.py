@@ -152,3 +152,67 @@ def test_run_chunker_spans_give_the_full_windows_of_one_pass(name):
                                   + len(piece.samples)])
         assert piece.offset_samples + len(piece.samples) == (
             (piece.first_frame + piece.num_frames - 1) * spec.hop_samples + spec.window_samples)
+
+
+@pytest.mark.parametrize("name", ["vggish", "yamnet", "humpback", "birdnet"])
+def test_run_chunker_rows_cover_a_run_between_two_gaps(name):
+    """A run that starts between two grid frames (after a gap) and ends before a gap: its first
+    row starts at its first sample, its last row ends at its last sample (zero-padded), the rows
+    cover every sample of it, and spans of the run (each with look-behind) give the same rows."""
+    from orca_beam.core.framing import RunChunker
+
+    spec = get_model_spec(name)
+    rate, hop, window = spec.sample_rate_hz, spec.hop_samples, spec.window_samples
+    origin = 17 * hop + hop // 3  # the first sample after a gap, off the grid
+    end = origin + rate * 31 + 123  # the last sample before the next gap, + 1
+    signal = np.random.default_rng(5).standard_normal(end).astype(np.float32)
+
+    def rows(pieces):
+        out = []
+        for piece in pieces:
+            start, stop = piece.bounds_samples(spec)
+            out += [(int(a), int(b), piece.first_frame + k) for k, (a, b)
+                    in enumerate(zip(start, stop, strict=True))]
+            np.testing.assert_array_equal(  # the samples are the stream's, from the offset
+                piece.samples, signal[piece.offset_samples:piece.offset_samples
+                                      + len(piece.samples)])
+        return out
+
+    whole = RunChunker(spec, "s", channel=-1, chunk_frames=4, origin=origin, valid_from=origin,
+                       true_start=True)
+    whole.own(owned_from=origin)
+    one = [p for block in np.array_split(signal[origin:], 9) for p in whole.push(block)]
+    one += list(whole.finish(gap=True))
+    got = rows(one)
+    assert got[0][:2] == (origin, origin + window)
+    assert one[0].shift_samples == origin - 17 * hop and one[0].first_frame == 17
+    assert got[1][0] == 18 * hop and all(p.shift_samples == 0 for p in one[1:])
+    assert got[-1][1] == end and one[-1].file_samples == end
+    assert got[-2][1] < end  # the padded window is needed: the last full one ends earlier
+    covered = np.zeros(end, bool)
+    for a, b, _ in got:
+        covered[a:b] = True
+    assert covered[origin:].all() and not covered[:origin].any()
+    # without a gap after it (the end of the audio so far), the partial hop is left out
+    again = RunChunker(spec, "s", channel=-1, chunk_frames=4, origin=origin, valid_from=origin,
+                       true_start=True)
+    again.own(owned_from=origin)
+    assert rows([*again.push(signal[origin:]), *again.finish()]) == got[:-1]
+    # spans owning [cut_k, cut_k+1), each decoding from a look-behind that reaches the gap
+    # (a true start) or starts later (settling, no start window)
+    behind = window + (512 * 300 if name == "humpback" else 0) + rate // 5
+    cuts = [origin, origin + rate * 2, origin + rate * 13 + 7, end]
+    spans = []
+    for lo, hi in zip(cuts, cuts[1:], strict=False):
+        start = max(origin, lo - behind)
+        chunker = RunChunker(spec, "s", channel=-1, chunk_frames=4, origin=start,
+                             valid_from=start if start == origin else start + behind - window,
+                             true_start=start == origin)
+        pieces = list(chunker.push(signal[start:lo]))
+        chunker.own(owned_from=lo)
+        if hi < end:
+            chunker.own(owned_to=hi)
+        pieces += list(chunker.push(signal[lo:min(hi + rate * 10, end)]))
+        pieces += list(chunker.finish(gap=hi + rate * 10 >= end))
+        spans += pieces
+    assert sorted(rows(spans)) == sorted(got)

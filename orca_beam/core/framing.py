@@ -50,18 +50,27 @@ def num_frames(spec: ModelSpec, num_samples: int) -> int:
     return 1 + math.ceil(max(0, units - spec.window_units) / spec.hop_units)
 
 
-def frame_times_s(spec: ModelSpec, first_frame: int, count: int,
-                  file_samples: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Start and end (seconds) of embeddings ``first_frame .. first_frame + count - 1``.
-
-    The end is the window's real span (``window_samples``), clipped to the file's length
-    ``file_samples`` (model-rate samples) when given, so padded tails never end past the audio.
-    """
+def frame_bounds_samples(spec: ModelSpec, first_frame: int, count: int,
+                         file_samples: int | None = None, shift_samples: int = 0
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """First sample and one past the last real sample (model-rate samples, int64) of embeddings
+    ``first_frame .. first_frame + count - 1``: frame ``i`` starts at ``i * hop + shift_samples``
+    and spans ``window_samples``, its end clipped to ``file_samples`` when given (a zero-padded
+    window never ends past the audio)."""
     index = np.arange(first_frame, first_frame + count, dtype=np.int64)
-    start = index * spec.hop_samples
+    start = index * spec.hop_samples + shift_samples
     end = start + spec.window_samples
     if file_samples is not None:
         end = np.minimum(end, file_samples)
+    return start, end
+
+
+def frame_times_s(spec: ModelSpec, first_frame: int, count: int,
+                  file_samples: int | None = None, shift_samples: int = 0
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end (seconds) of embeddings ``first_frame .. first_frame + count - 1``: the
+    bounds of :func:`frame_bounds_samples` divided by the model's rate."""
+    start, end = frame_bounds_samples(spec, first_frame, count, file_samples, shift_samples)
     rate = float(spec.sample_rate_hz)
     return start / rate, end / rate
 
@@ -73,8 +82,11 @@ class Piece:
     ``samples`` starts at sample ``offset_samples`` of the file. The piece yields embeddings
     ``first_frame .. first_frame + num_frames - 1`` of the whole-file grid. For humpback the first
     ``warmup_units`` front-end frames of the piece are warm-up only. ``file_samples`` is the file's
-    total length at this rate when known (always on the last piece). ``tag`` is carried through
-    inference untouched (segments mode: the segment and its window).
+    total length at this rate when known (always on the last piece; in a stream, the end of the
+    run of audio when the piece's window is zero-padded). ``tag`` is carried through
+    inference untouched (segments mode: the segment and its window). ``shift_samples``: the
+    piece's frames start that many samples after their grid position (a stream's window at the
+    first sample after a gap, which lies between two grid frames).
     """
 
     source: str
@@ -90,6 +102,12 @@ class Piece:
     tag: object = None
     #: where the piece's rows belong and when they were recorded (None: plain file, no clock)
     place: Place | None = None
+    shift_samples: int = 0
+
+    def bounds_samples(self, spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`frame_bounds_samples` of the piece's frames."""
+        return frame_bounds_samples(spec, self.first_frame, self.num_frames, self.file_samples,
+                                    self.shift_samples)
 
 
 @dataclass(frozen=True)
@@ -222,21 +240,33 @@ class Chunker:
 
 
 class RunChunker:
-    """Cuts one contiguous run of a stream (one model rate) into Pieces of *full* windows on
-    the stream's own grid: frame ``i`` covers grid samples ``[i * hop, i * hop + window)``
-    counted from the stream's sample 0, whichever sample the run starts at.
+    """Cuts one contiguous run of a stream (one model rate) into Pieces on the stream's own
+    grid: frame ``i`` covers grid samples ``[i * hop, i * hop + window)`` counted from the
+    stream's sample 0, whichever sample the run starts at.
 
     ``origin``: grid index of the first sample pushed. ``valid_from``: no frame starts before
     this sample (the audio before it only settles the decoder, resampler and PCEN). Frames are
-    emitted only once *owned*: their last sample ``i * hop + window - 1`` lies in
-    ``[owned_from, owned_to)`` (set with :meth:`own`; a span of an HLS folder owns the frames
-    that end in its segments). No window is zero-padded: at the end of a run (a gap, or the end
-    of the audio so far) the partial hop is left out. Memory holds at most one piece of samples
-    plus one block (and the look-behind before ownership starts).
+    emitted only once *owned*: their last real sample lies in ``[owned_from, owned_to)`` (set
+    with :meth:`own`; a span of an HLS folder owns the frames that end in its segments).
+
+    The edges of a run, so that its rows cover every sample of it:
+
+    - ``true_start`` (the run begins after a gap, or is the stream's first audio) with an
+      ``origin`` between two grid frames: one extra window starts at ``origin`` itself (a Piece
+      of one frame, numbered ``origin // hop``, with ``shift_samples = origin % hop``), so the
+      first row starts at the first sample after the gap.
+    - :meth:`finish` with ``gap=True`` (a gap follows): when the last full window ends before
+      the run does, one more grid window starts at the next hop, zero-padded past the run's end
+      (``file_samples`` = the run's end, so its row ends there). At the end of the audio so far
+      (``gap=False``) the partial hop is left out: a later run over the grown stream embeds it.
+
+    Memory holds at most one piece of samples plus one block (and the look-behind before
+    ownership starts).
     """
 
     def __init__(self, spec: ModelSpec, source: str, *, channel: int, chunk_frames: int,
-                 origin: int, valid_from: int, warmup_units: int | None = None):
+                 origin: int, valid_from: int, warmup_units: int | None = None,
+                 true_start: bool = False):
         if chunk_frames < 1:
             raise ValueError("chunk_frames must be >= 1")
         self.spec = spec
@@ -250,6 +280,10 @@ class RunChunker:
         self._buffer = np.zeros(0, np.float32)
         self._buffer_start = origin
         self._end = origin  # grid index one past the last sample pushed
+        self._origin = origin
+        #: the window at the run's first sample, until it is complete (or the run ends)
+        self._start_pending = true_start and origin % spec.hop_samples != 0
+        self._start_end = origin + spec.window_samples if self._start_pending else origin
 
     def own(self, owned_from: int | None = None, owned_to: int | None = None) -> None:
         """Sets the bounds (grid samples) of the frame ends this chunker emits."""
@@ -259,6 +293,10 @@ class RunChunker:
             self._next_frame = max(self._next_frame, first)
         if owned_to is not None:
             self.owned_to = owned_to
+
+    def _owns(self, last_sample: int) -> bool:
+        return self.owned_from is not None and self.owned_from <= last_sample and (
+            self.owned_to is None or last_sample < self.owned_to)
 
     def _last_sample(self, frame: int) -> int:
         return frame * self.spec.hop_samples + self.spec.window_samples - 1
@@ -271,18 +309,38 @@ class RunChunker:
         last = (limit - self.spec.window_samples) // self.spec.hop_samples  # last frame ending < limit
         return max(0, last - self._next_frame + 1)
 
-    def _piece(self, count: int) -> Piece:
+    def _piece(self, count: int, stop: int | None = None) -> Piece:
+        """The next ``count`` frames; ``stop``: the run's end when the last one is zero-padded."""
         spec = self.spec
         first_unit = self._next_frame * spec.hop_units
         warm = min(self.warmup_units,
                    (first_unit * spec.unit_hop_samples - self._buffer_start) // spec.unit_hop_samples)
         start = (first_unit - warm) * spec.unit_hop_samples
-        stop = self._last_sample(self._next_frame + count - 1) + 1
+        if stop is None:
+            stop = self._last_sample(self._next_frame + count - 1) + 1
         samples = self._buffer[start - self._buffer_start: stop - self._buffer_start].copy()
         piece = Piece(self.source, spec.name, self.channel, self._next_frame, count, start, warm,
-                      samples)
+                      samples, file_samples=None if stop > self._last_sample(
+                          self._next_frame + count - 1) else stop)
         self._next_frame += count
         return piece
+
+    def _start_window(self, at_end: bool) -> Iterator[Piece]:
+        """The window at the run's first sample, once complete (or at the run's end, when the
+        run is shorter than a window), if this chunker owns its last real sample."""
+        window = self.spec.window_samples
+        if not self._start_pending or (self._end < self._origin + window and not at_end):
+            return
+        self._start_pending = False
+        stop = min(self._origin + window, self._end)
+        if stop <= self._origin or not self._owns(stop - 1):
+            return
+        frame, shift = divmod(self._origin, self.spec.hop_samples)
+        yield Piece(self.source, self.spec.name, self.channel, frame, 1, self._origin, 0,
+                    self._buffer[self._origin - self._buffer_start:
+                                 stop - self._buffer_start].copy(),
+                    file_samples=None if stop == self._origin + window else stop,
+                    shift_samples=shift)
 
     def _trim(self) -> None:
         if self.owned_from is None:
@@ -291,6 +349,8 @@ class RunChunker:
         else:
             keep_from = (self._next_frame * self.spec.hop_units - self.warmup_units) \
                 * self.spec.unit_hop_samples
+        if self._start_pending:
+            keep_from = min(keep_from, self._origin)
         cut = min(max(0, keep_from - self._buffer_start), len(self._buffer))
         if cut:
             self._buffer = self._buffer[cut:]
@@ -301,13 +361,24 @@ class RunChunker:
         if len(block):
             self._buffer = np.concatenate([self._buffer, np.asarray(block, np.float32)])
             self._end += len(block)
+        yield from self._start_window(at_end=False)
         while self._ready() >= self.chunk_frames:
             yield self._piece(self.chunk_frames)
         self._trim()
 
-    def finish(self) -> Iterator[Piece]:
-        """Yields the owned frames that are complete but not yet emitted (the run has ended)."""
+    def finish(self, gap: bool = False) -> Iterator[Piece]:
+        """Yields the owned frames not yet emitted (the run has ended); with ``gap`` (a gap
+        follows, not the end of the audio so far) also the zero-padded window that covers the
+        run's last partial hop."""
+        yield from self._start_window(at_end=True)
         count = self._ready()
         if count:
             yield self._piece(count)
+        spec = self.spec
+        last_full = (self._end - spec.window_samples) // spec.hop_samples
+        covered = max(last_full * spec.hop_samples + spec.window_samples, self._start_end)
+        padded = last_full + 1
+        if (gap and covered < self._end and padded >= self._next_frame
+                and padded * spec.hop_samples < self._end and self._owns(self._end - 1)):
+            yield self._piece(1, stop=self._end)
         self._buffer = np.zeros(0, np.float32)

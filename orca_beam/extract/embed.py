@@ -74,7 +74,7 @@ class _ToTableFn(beam.DoFn):
         piece: Piece = result.example
         embeddings, thumbnails = result.inference
         start_s, end_s = frame_times_s(self.spec, piece.first_frame, embeddings.shape[0],
-                                       piece.file_samples)
+                                       piece.file_samples, piece.shift_samples)
         version = result.model_id or ""
         count = embeddings.shape[0]
         self.rows.inc(count)

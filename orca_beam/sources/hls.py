@@ -22,9 +22,10 @@ last sample is in: that segment is its row's ``source``, and one segment's outco
 rows. A span therefore emits exactly the frames that end in its own segments, and the rows of all
 spans, of any size and of any re-run over a grown folder, are those of one pass over the folder.
 A gap (missing or unreadable segment, MPEG-TS timestamp jump) ends a run of audio: no window
-spans it, and audio after it keeps its true place. No window is zero-padded: the partial hop
-before a gap or at the end of the audio so far is left out (a later run embeds it once the
-folder has grown).
+spans it, and audio after it keeps its true place. The rows cover every sample of a run between
+gaps (:class:`~orca_beam.core.framing.RunChunker`): one window starts at the run's first sample,
+and the last one before a gap is zero-padded to the run's end. At the end of the audio so far
+the partial hop is left out (a later run embeds it once the folder has grown).
 """
 
 from __future__ import annotations
@@ -127,7 +128,9 @@ class SpanWork:
     """A time range of one folder to decode: ``slots`` are the look-behind, the span's own
     segments ``slots[owned[0]:owned[1]]`` and at most one look-ahead. ``starts_run``: the first
     slot begins a run of audio (the folder's first segment). ``work``: path -> (fingerprint,
-    how it was compared) of the owned segments; ``models``: what they are embedded with."""
+    how it was compared) of the owned segments; ``models``: what they are embedded with.
+    ``gap_after``: the slot after the last one is missing from the folder (a gap, not the end
+    of the audio so far)."""
 
     folder: str
     slots: tuple[Slot, ...]
@@ -137,6 +140,7 @@ class SpanWork:
     origin_offset_s: float
     models: tuple[str, ...]
     work: dict
+    gap_after: bool = False
 
 
 def _iso(utc_s: float | None) -> str | None:
@@ -348,7 +352,8 @@ def form_spans(plan: FolderPlan, work: dict[str, tuple], span_s: float, behind_s
                                (first - behind, last - behind + 1), behind == 0,
                                plan.origin_pts_s, plan.origin_offset_s, models,
                                {slots[i].path: work[slots[i].path][1:] for i in members
-                                if i in chosen})
+                                if i in chosen},
+                               ahead + 1 < len(slots) and not slots[ahead + 1].segment.present)
 
 
 class _FormSpansFn(beam.DoFn):
@@ -425,9 +430,11 @@ class _Samples:
 
 @dataclass
 class _Ended:
-    """The current run ends: the resamplers' last samples per rate."""
+    """The current run ends: the resamplers' last samples per rate; ``gap``: a gap follows
+    (a missing or unreadable segment, a timestamp jump), not the end of the span's audio."""
 
     tails: dict
+    gap: bool = True
 
 
 @dataclass
@@ -488,12 +495,12 @@ class _DecodeSpanFn(beam.DoFn):
                         slot.path, data)
                 yield slot.segment, data
 
-        def ended(run):
+        def ended(run, gap=True):
             if run is None:
                 return None
             return _Ended({r: np.zeros(0, np.float32) if stream is None else
                            stream.resample_chunk(np.zeros(0, np.float32), last=True)
-                           for r, stream in run.resamplers.items()})
+                           for r, stream in run.resamplers.items()}, gap)
 
         run: _Run | None = None
         broke, previous, decoded = span.starts_run, -1, {}
@@ -545,7 +552,8 @@ class _DecodeSpanFn(beam.DoFn):
             run.native_end += len(samples)
             yield _Samples(i, {r: samples if stream is None else stream.resample_chunk(samples)
                                for r, stream in run.resamplers.items()}, native_first, stream_s)
-        yield from filter(None, [ended(run)])
+        yield from filter(None, [ended(run, gap=span.gap_after or any(
+            not span.slots[k].segment.present for k in range(previous + 1, len(span.slots))))])
 
     @staticmethod
     def _stream_s(span: SpanWork, first_pts_s: float, i: int) -> float:
@@ -605,7 +613,7 @@ class _DecodeSpanFn(beam.DoFn):
                     chunkers[spec.name] = RunChunker(
                         spec, span.folder, channel=self.channel_index,
                         chunk_frames=default_chunk_frames(spec, self.chunk_s), origin=origin,
-                        valid_from=origin + settle)
+                        valid_from=origin + settle, true_start=event.true_start)
             elif isinstance(event, _Samples):
                 i = event.i
                 self.positions.setdefault(i, event.stream_s)
@@ -624,7 +632,7 @@ class _DecodeSpanFn(beam.DoFn):
                 for spec in specs:
                     chunker = chunkers[spec.name]
                     pieces = [*chunker.push(event.tails[spec.sample_rate_hz]),
-                              *chunker.finish()]
+                              *chunker.finish(gap=event.gap)]
                     for piece in pieces:
                         yield self._placed(spec, piece, run_rate, bounds)
                 chunkers = {}
@@ -683,10 +691,10 @@ class _DecodeSpanFn(beam.DoFn):
 
     def _placed(self, spec: ModelSpec, piece: Piece, rate: int, bounds: list):
         """The piece, tagged for its model, with its Place: each frame's owner is the segment
-        its last sample is in."""
+        its last real sample is in."""
         starts = np.array([-(-b * spec.sample_rate_hz // rate) for b, _ in bounds])
         frames = np.arange(piece.first_frame, piece.first_frame + piece.num_frames)
-        last = frames * spec.hop_samples + spec.window_samples - 1
+        last = piece.bounds_samples(spec)[1] - 1
         which = np.searchsorted(starts, last, "right") - 1
         owners = []
         for k in dict.fromkeys(which.tolist()):

@@ -13,7 +13,7 @@ from orca_beam.core.statuses import NO_TIME
 from orca_beam.features.thumbnails import THUMB_PX
 
 #: Bump when the row schema or the framing code changes what a version's rows hold.
-ROW_FORMAT = 2
+ROW_FORMAT = 3
 #: The type of ``start_utc``: microseconds, UTC.
 UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")
 
@@ -24,7 +24,8 @@ EMBEDDING_COLUMNS = {
     "channel": "channel used; -1 = all channels mixed to mono",
     "start_s": "window start in seconds from the file start (HLS: from the start of the "
                "folder's stream)",
-    "end_s": "window end in seconds (the real span), clipped to the file",
+    "end_s": "window end in seconds (the real span), clipped to the file (HLS: to the last "
+             "sample before a gap); a window shorter than the model's was zero-padded",
     "stream": "HLS: the folder (`.../hls/<unix s>/`); null for a file",
     "start_utc": "the window's start in UTC; null when unknown",
     "time_source": "how start_utc was obtained: `program_date_time`, `folder_plus_durations`, "
