@@ -1,0 +1,156 @@
+"""Search by example over a version's stored rows:
+
+    python -m pipelines.search --embeddings out/ --model birdnet --query call.wav#t=1.5,3.0 \
+        --output search/
+
+Queries: ``--query FILE[#t=START,END]`` (embedded with the rows' own model version, refused
+with exit status 2 when the model differs), ``--query_row SOURCE@START_S`` (a stored row),
+``--queries_from TABLE.csv``. Every current row of the version is scored exactly (Beam; any
+runner); each query gets its ``--top_k`` hits, de-duplicated in time (``--min_gap_s``), in
+``results.parquet`` / ``results.csv``, with ``search_summary.json``. Beam flags (``--runner``,
+...) pass through.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from orca_beam.core import s3
+from orca_beam.core.errors import UsageError
+from orca_beam.core.hls import parse_datetime
+from orca_beam.core.registry import MODELS
+from orca_beam.search.job import ExactSearch, SearchSettings
+from orca_beam.search.queries import VersionInfo, clip_query, row_query, table_queries
+from orca_beam.search.scores import SCORES
+from orca_beam.search.topk import candidates_needed, rows_excluded
+from orca_beam.store.version import latest_version_folder
+
+LOG = logging.getLogger("orca_beam.search")
+#: Default --min_gap_s: hits of one stream or file closer than this are one call (seconds).
+DEFAULT_MIN_GAP_S = 10.0
+
+
+def parser() -> argparse.ArgumentParser:
+    """The search flags (Beam's own pass through)."""
+    p = argparse.ArgumentParser(prog="python -m pipelines.search", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--embeddings", required=True,
+                   help="An extraction's --output folder (local, gs:// or s3://).")
+    p.add_argument("--model", required=True, choices=sorted(MODELS), help="The rows' model.")
+    p.add_argument("--version", default=None,
+                   help="A version id under <embeddings>/<model>/ (default: the latest).")
+    p.add_argument("--output", required=True, help="Folder for the results (local, gs://, s3://).")
+    p.add_argument("--query", action="append", default=[], metavar="FILE[#t=START,END]",
+                   help="An audio clip (seconds within FILE). Repeatable.")
+    p.add_argument("--query_row", action="append", default=[], metavar="SOURCE@START_S",
+                   help="A stored row as the query. Repeatable.")
+    p.add_argument("--queries_from", default=None, metavar="TABLE.csv",
+                   help="A CSV of clips: source[, start_s, end_s, query]; with a verdict "
+                        "column (the review page's export), the rows marked yes.")
+    p.add_argument("--model_handle", default=None,
+                   help="Where to load the rows' model from to embed query clips (default: "
+                        "the handle in the version's _version.json).")
+    p.add_argument("--top_k", type=int, default=10, help="Hits per query (default 10).")
+    p.add_argument("--score", choices=SCORES, default="cosine",
+                   help="cosine (default), dot, or euclidean (the score is minus the distance).")
+    p.add_argument("--pool", choices=["max", "mean"], default="max",
+                   help="A clip longer than one window has one vector per window: score a row "
+                        "by the best window (max, default) or by the windows' mean vector.")
+    p.add_argument("--combine", choices=["max", "mean"], default=None,
+                   help="With several queries, also one combined list: each row's max or mean "
+                        "score over the queries.")
+    p.add_argument("--min_gap_s", type=float, default=DEFAULT_MIN_GAP_S,
+                   help="Of two hits closer than this (seconds) in one stream or file, keep the "
+                        f"better (default {DEFAULT_MIN_GAP_S:g}; 0: no de-duplication).")
+    p.add_argument("--start", default=None, help="Only rows from this UTC time (ISO 8601 with a "
+                                                 "zone, as in extraction).")
+    p.add_argument("--end", default=None, help="Only rows before this UTC time.")
+    p.add_argument("--stream", default=None, help="Only rows whose stream matches this glob.")
+    p.add_argument("--source", default=None, help="Only rows whose source matches this glob.")
+    return p
+
+
+def _utc_us(text: str | None, flag: str) -> int | None:
+    if text is None:
+        return None
+    try:
+        return round(parse_datetime(text).timestamp() * 1e6)
+    except ValueError as exc:
+        raise UsageError(f"{flag}: {exc}") from None
+
+
+def run(argv: list[str] | None = None) -> dict:
+    """Runs one search; returns its summary (also written as search_summary.json)."""
+    started = time.time()
+    options, beam_args = parser().parse_known_args(argv)
+    if not (options.query or options.query_row or options.queries_from):
+        raise UsageError("give at least one --query, --query_row or --queries_from")
+    if options.top_k < 1:
+        raise UsageError("--top_k must be >= 1")
+    if options.min_gap_s < 0:
+        raise UsageError("--min_gap_s must be >= 0")
+    beam_options = PipelineOptions(beam_args or ["--runner=FnApiRunner"])
+    s3.install()
+    FileSystems.set_options(beam_options)
+    root = options.embeddings.rstrip("/")
+    if options.version:
+        folder = f"{root}/{options.model}/{options.version}"
+        if not FileSystems.exists(f"{folder}/_version.json"):
+            raise UsageError(f"no version {options.version} under {root}/{options.model}/")
+    else:
+        folder = latest_version_folder(root, options.model)
+        if folder is None:
+            raise UsageError(f"no {options.model} embeddings under {root}/{options.model}/")
+    version = VersionInfo.read(folder)
+    queries = [clip_query(text, version, options.model_handle) for text in options.query]
+    queries += [row_query(text, version) for text in options.query_row]
+    if options.queries_from:
+        queries += table_queries(options.queries_from, version, options.model_handle)
+    settings = SearchSettings(
+        score=options.score, pool=options.pool, combine=options.combine, top_k=options.top_k,
+        min_gap_s=options.min_gap_s,
+        candidates=candidates_needed(options.top_k, options.min_gap_s, version.spec.hop_s)
+        + rows_excluded([r for q in queries for r in q.excluded], options.min_gap_s,
+                        version.spec.hop_s),
+        start_utc_us=_utc_us(options.start, "--start"), end_utc_us=_utc_us(options.end, "--end"),
+        stream=options.stream, source=options.source)
+    LOG.info("%d queries against %s (%s, %s)", len(queries), folder, settings.score,
+             version.label)
+    pipeline = beam.Pipeline(options=beam_options)
+    extra = {"version": folder, "model_version": version.label, "score": settings.score,
+             "pool": settings.pool, "combine": settings.combine, "top_k": settings.top_k,
+             "min_gap_s": settings.min_gap_s}
+    _ = pipeline | "Search" >> ExactSearch(folder, queries, settings,
+                                           model_version=version.label,
+                                           output=options.output, started_s=started, extra=extra)
+    pipeline.run().wait_until_finish()
+    with FileSystems.open(f"{options.output.rstrip('/')}/search_summary.json") as handle:
+        summary = json.loads(handle.read().decode())
+    print(f"search: {summary['queries']} queries, {summary['rows_scanned']} rows scanned "
+          f"({summary['rows_searched']} after filters), {summary['hits']} hits in "
+          f"{summary['wall_s']:.1f} s; results: {options.output.rstrip('/')}/results.csv")
+    return summary
+
+
+def main() -> None:
+    """The command line: a UsageError is one line on stderr and exit status 2."""
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    try:
+        run()
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
