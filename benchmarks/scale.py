@@ -91,7 +91,8 @@ def write_version(folder: str, version, files: list[Path], rows: int,
         entries_table,
         entry_key,
     )
-    from orca_beam.store.schema import embedding_schema
+    from orca_beam.core.statuses import NO_TIME
+    from orca_beam.store.schema import UTC_TIMESTAMP, embedding_schema
 
     Path(folder, ENTRIES_DIR).mkdir(parents=True, exist_ok=True)
     run_id = "20261201T000000Z-synthe"
@@ -120,6 +121,8 @@ def write_version(folder: str, version, files: list[Path], rows: int,
                 pa.array(names[source_of_row[start:stop]], pa.string()),
                 pa.array(np.full(count, -1, np.int32)),
                 pa.array(begin), pa.array(begin + 0.975),
+                pa.nulls(count, pa.string()), pa.nulls(count, UTC_TIMESTAMP),
+                pa.array([NO_TIME] * count, pa.string()),
                 pa.array(["yamnet"] * count, pa.string()),
                 pa.array([label] * count, pa.string()),
                 pa.array(np.ones(count, bool)),

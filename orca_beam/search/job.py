@@ -117,16 +117,20 @@ class _ScoreFn(beam.DoFn):
         if settings.combine is not None and len(self.vectors) > 1:
             scores = np.vstack([scores, combined(scores, settings.combine)[None, :]])
         keep = min(settings.candidates, table.num_rows)
-        sources = table.column("source").to_pylist()
-        streams = table.column("stream").to_pylist()
-        starts = table.column("start_s").to_pylist()
-        ends = table.column("end_s").to_pylist()
-        utcs = table.column("start_utc").cast(pa.int64()).to_pylist()
-        for query, row_scores in enumerate(scores):
-            top = np.argpartition(-row_scores, keep - 1)[:keep] if keep < len(row_scores) \
-                else np.arange(len(row_scores))
-            yield query, [(float(row_scores[i]), sources[i], streams[i], starts[i], ends[i],
-                           utcs[i]) for i in top.tolist()]
+        tops = [np.argpartition(-row_scores, keep - 1)[:keep] if keep < len(row_scores)
+                else np.arange(len(row_scores)) for row_scores in scores]
+        # only the candidate rows become Python values
+        needed = np.unique(np.concatenate(tops))
+        keys = table.select(["source", "stream", "start_s", "end_s"]).take(needed).to_pydict()
+        keys["start_utc"] = table.column("start_utc").take(needed).cast(pa.int64()).to_pylist()
+        where = {int(row): n for n, row in enumerate(needed)}
+        for query, (row_scores, top) in enumerate(zip(scores, tops, strict=True)):
+            hits = []
+            for i in top.tolist():
+                n = where[i]
+                hits.append((float(row_scores[i]), keys["source"][n], keys["stream"][n],
+                             keys["start_s"][n], keys["end_s"][n], keys["start_utc"][n]))
+            yield query, hits
 
 
 def _sum_counts(counts) -> tuple[int, int]:

@@ -24,13 +24,17 @@ def score_matrix(queries: np.ndarray, rows: np.ndarray, score: str) -> np.ndarra
     rows = np.asarray(rows, np.float32)
     if score == "dot":
         return queries @ rows.T
+    if score not in SCORES:
+        raise ValueError(f"unknown score {score!r}: choose from {', '.join(SCORES)}")
+    # row norms from one pass over the rows (no normalised copy of a batch)
+    row_squares = np.einsum("ij,ij->i", rows, rows)
     if score == "cosine":
-        return normalised(queries) @ normalised(rows).T
-    if score == "euclidean":
-        squared = (np.sum(queries * queries, axis=1)[:, None] - 2.0 * (queries @ rows.T)
-                   + np.sum(rows * rows, axis=1)[None, :])
+        norms = np.sqrt(row_squares)
+        return (normalised(queries) @ rows.T) / np.where(norms > 0, norms, 1.0)[None, :]
+    else:  # euclidean
+        squared = (np.einsum("ij,ij->i", queries, queries)[:, None] - 2.0 * (queries @ rows.T)
+                   + row_squares[None, :])
         return -np.sqrt(np.maximum(squared, 0.0))
-    raise ValueError(f"unknown score {score!r}: choose from {', '.join(SCORES)}")
 
 
 def pooled_scores(queries: list[np.ndarray], rows: np.ndarray, score: str, pool: str

