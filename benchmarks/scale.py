@@ -81,6 +81,7 @@ def write_version(folder: str, version, files: list[Path], rows: int,
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from orca_beam.core.statuses import NO_TIME
     from orca_beam.store.fingerprint import crc32c_fingerprint
     from orca_beam.store.manifest import (
         ENTRIES_DIR,
@@ -91,7 +92,6 @@ def write_version(folder: str, version, files: list[Path], rows: int,
         entries_table,
         entry_key,
     )
-    from orca_beam.core.statuses import NO_TIME
     from orca_beam.store.schema import UTC_TIMESTAMP, embedding_schema
 
     Path(folder, ENTRIES_DIR).mkdir(parents=True, exist_ok=True)

@@ -135,8 +135,8 @@ def timed(command: list[str], log: Path) -> dict:
 def scale(work: Path, sizes: tuple[int, ...]) -> list[dict]:
     """Per size: a plain scan and an exact search over the same synthetic rows."""
     from benchmarks.scale import write_version, write_wavs, yamnet_folder
-    from orca_beam.store.reader import shard_sources
     from orca_beam.store.manifest import iter_entries
+    from orca_beam.store.reader import shard_sources
     from orca_beam.testing.standins.build import ensure_standins
 
     handle = Path(ensure_standins()) / "yamnet"
