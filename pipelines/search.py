@@ -20,6 +20,7 @@ import sys
 import time
 
 import apache_beam as beam
+import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -27,6 +28,7 @@ from orca_beam.core import s3
 from orca_beam.core.errors import UsageError
 from orca_beam.core.hls import parse_datetime
 from orca_beam.core.registry import MODELS
+from orca_beam.review.page import DEFAULT_CONTEXT_S, write_review
 from orca_beam.search.job import ExactSearch, SearchSettings
 from orca_beam.search.queries import VersionInfo, clip_query, row_query, table_queries
 from orca_beam.search.scores import SCORES
@@ -75,6 +77,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--end", default=None, help="Only rows before this UTC time.")
     p.add_argument("--stream", default=None, help="Only rows whose stream matches this glob.")
     p.add_argument("--source", default=None, help="Only rows whose source matches this glob.")
+    p.add_argument("--review", action=argparse.BooleanOptionalAction, default=True,
+                   help="Write <output>/review/index.html: every hit with its spectrogram, its "
+                        "audio and verdict buttons (default; --no-review skips it).")
+    p.add_argument("--context_s", type=float, default=DEFAULT_CONTEXT_S,
+                   help=f"Seconds of audio each side of a hit on the review page (default "
+                        f"{DEFAULT_CONTEXT_S:g}).")
     return p
 
 
@@ -132,11 +140,22 @@ def run(argv: list[str] | None = None) -> dict:
                                            model_version=version.label,
                                            output=options.output, started_s=started, extra=extra)
     pipeline.run().wait_until_finish()
-    with FileSystems.open(f"{options.output.rstrip('/')}/search_summary.json") as handle:
+    out = options.output.rstrip("/")
+    with FileSystems.open(f"{out}/search_summary.json") as handle:
         summary = json.loads(handle.read().decode())
+    if options.review:
+        with FileSystems.open(f"{out}/results.parquet") as handle:
+            hits = pq.read_table(handle).to_pylist()  # top_k per query: small
+        review = write_review(hits, f"{out}/review", context_s=options.context_s,
+                              title=f"{options.model} search: {len(queries)} queries")
+        summary["review"] = review
+        with FileSystems.create(f"{out}/search_summary.json") as handle:
+            handle.write(json.dumps(summary, indent=2).encode())
+        print(f"review page: {out}/review/index.html ({review['clips']} clips, "
+              f"{review['missing']} without audio)")
     print(f"search: {summary['queries']} queries, {summary['rows_scanned']} rows scanned "
           f"({summary['rows_searched']} after filters), {summary['hits']} hits in "
-          f"{summary['wall_s']:.1f} s; results: {options.output.rstrip('/')}/results.csv")
+          f"{summary['wall_s']:.1f} s; results: {out}/results.csv")
     return summary
 
 
