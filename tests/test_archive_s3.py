@@ -5,6 +5,7 @@ without credentials at once, and gives the rows of a local run of the same data.
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import soundfile as sf
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from orca_beam.core.hls import PLAYLIST_NAME, parse_playlist
+from orca_beam.core.hls import PLAYLIST_NAME, Decoded, decode_segments, parse_playlist
 from orca_beam.store.reader import current_rows
 from orca_beam.store.version import latest_version_folder
 from orca_beam.testing.hls_fixtures import write_hls_folder
@@ -211,3 +212,60 @@ def test_no_op_reruns_read_no_object_past_the_listing(archive, s3_emulator, stan
         for counter in ("orca_beam:files_content_checked", "orca_beam:files_decoded",
                         "orca_beam:hls_segments_decoded"):
             assert counter not in again["counters"], (counter, again["counters"])
+
+
+def test_search_plays_an_hls_hit_cut_at_its_utc_time(archive, s3_emulator, standin_dir,
+                                                     tmp_path):
+    """Search the rows of an HLS folder in the bucket and write the review page: each hit's clip
+    is cut from the bucket's segments by the hit's UTC time, across joins. Oracle: the clip is
+    found by cross-correlation in the folder decoded locally (placed by MPEG-TS time), and
+    starts at the hit's start_s minus the context, to 10 ms."""
+    from orca_beam.core.hls import order_segments
+    from pipelines import search
+
+    s3_args = [f"--s3_endpoint_url={s3_emulator.endpoint}", "--s3_anonymous"]
+    extract.run([f"--input={s3_emulator.url(f'audio-orcasound-net/{NODE}/hls/')}",
+                 f"--start={datetime.fromtimestamp(FIRST_S, UTC).isoformat()}",
+                 f"--end={datetime.fromtimestamp(FIRST_S + 40, UTC).isoformat()}",
+                 f"--output={tmp_path / 'out'}", "--model=yamnet",
+                 f"--model_handle=yamnet={standin_dir / 'yamnet'}", "--projector_point=none",
+                 *s3_args])
+    table = current_rows(latest_version_folder(str(tmp_path / "out"), "yamnet"))
+    rows = [r for r in table.select(["source", "start_s"]).to_pylist()
+            if r["source"].endswith("/live001.ts")]
+    query = f"{rows[3]['source']}@{rows[3]['start_s']}"
+    out = tmp_path / "search"
+    summary = search.run([f"--embeddings={tmp_path / 'out'}", "--model=yamnet",
+                          f"--output={out}", f"--query_row={query}", "--top_k=3",
+                          "--min_gap_s=3", "--context_s=2", *s3_args])
+    assert summary["review"]["clips"] == 3 and summary["review"]["missing"] == 0
+    hits = list(csv.DictReader((out / "results.csv").open(newline="")))
+    folder = archive / "audio-orcasound-net" / NODE / "hls" / str(FIRST_S)
+    segments = order_segments(parse_playlist((folder / PLAYLIST_NAME).read_text()),
+                              [p.name for p in folder.glob("*.ts")])
+    decoded = [d for d in decode_segments((s, (folder / s.name).read_bytes())
+                                          for s in segments if s.present)
+               if isinstance(d, Decoded) and len(d.samples)]
+    origin = decoded[0].first_pts_s
+    stream = np.zeros(round((decoded[-1].first_pts_s - origin) * 48000)
+                      + len(decoded[-1].samples), np.float32)
+    for d in decoded:  # each piece at its MPEG-TS place: independent of the playlist's times
+        at = round((d.first_pts_s - origin) * 48000)
+        stream[at:at + len(d.samples)] = d.samples[:, 0]
+    for n, hit in enumerate(hits, 1):
+        assert hit["source"].startswith("s3://") and hit["stream"]
+        clip, rate = sf.read(str(out / "review" / "clips" / f"hit-{n:04d}.wav"),
+                             dtype="float32")
+        assert rate == 48000
+        assert len(clip) == pytest.approx((float(hit["end_s"]) - float(hit["start_s"]) + 4)
+                                          * rate, abs=2)
+        expected = float(hit["start_s"]) - 2.0
+        middle = len(clip) // 2 - rate // 2
+        probe = clip[middle: middle + rate]  # 1 s from the middle of the clip
+        lo = max(0, round(expected * rate) + middle - rate)
+        window = stream[lo: lo + rate * 3]
+        score = np.correlate(window, probe, mode="valid") / (
+            np.sqrt(np.convolve(window ** 2, np.ones(len(probe)), mode="valid")) + 1e-9)
+        found = (lo + int(np.argmax(score)) - middle) / rate  # the clip's own start
+        print(f"hit {n}: clip starts {found - expected:+.4f} s from start_s - context")
+        assert abs(found - expected) <= 0.010, (n, found, expected)

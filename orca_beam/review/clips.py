@@ -82,3 +82,66 @@ def png_bytes(rgb: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(rgb, mode="RGB").save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def cut_stream_clip(stream: str, start_utc_s: float, end_utc_s: float, channel: int | None = None
+                    ) -> tuple[np.ndarray, int, float]:
+    """Audio of an HLS folder ``stream`` (local, gs:// or s3://, ending in ``/``) from
+    ``start_utc_s`` to ``end_utc_s`` (seconds since the epoch, UTC), across segment joins:
+    (mono float32 samples at the stream's rate, that rate in Hz, the UTC second the clip starts
+    at). The segments that overlap the range are decoded as one stream (one AAC decoder); sample
+    ``j`` of a segment lies at the segment's playlist time plus ``j / rate``, as the rows' own
+    ``start_utc``. Audio missing from the folder is silence. ValueError when no segment with a
+    known time overlaps the range."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from orca_beam.core.audio import mono_block
+    from orca_beam.core.hls import (
+        PLAYLIST_NAME,
+        Decoded,
+        decode_segments,
+        folder_start,
+        parse_playlist,
+        segment_starts,
+    )
+
+    folder = stream.rstrip("/") + "/"
+    with FileSystems.open(folder + PLAYLIST_NAME) as handle:
+        segments = parse_playlist(handle.read().decode())
+    starts = segment_starts(segments, folder_start(folder))
+    wanted = [(segment, start.timestamp()) for segment, (start, _) in zip(segments, starts,
+                                                                          strict=True)
+              if start is not None and segment.duration_s is not None
+              and start.timestamp() < end_utc_s
+              and start.timestamp() + segment.duration_s > start_utc_s]
+    if not wanted:
+        raise ValueError(f"no segment of {folder} with a known time overlaps the clip")
+    utc_of = {segment.name: utc for segment, utc in wanted}
+
+    def fetched():
+        for segment, _ in wanted:
+            try:
+                with FileSystems.open(folder + segment.name) as handle:
+                    yield segment, handle.read()
+            except OSError:
+                continue  # a missing segment: silence
+
+    pieces, rate, seen = [], None, {}
+    for item in decode_segments(fetched()):
+        if not isinstance(item, Decoded) or not len(item.samples):
+            continue
+        rate = rate or item.rate_hz
+        done = seen.get(item.segment.name, 0)  # a segment split by a timestamp jump
+        pieces.append((utc_of[item.segment.name] + done / item.rate_hz,
+                       mono_block(item.samples, channel)))
+        seen[item.segment.name] = done + len(item.samples)
+    if rate is None:
+        raise ValueError(f"no segment of {folder} in the clip's range could be decoded")
+    first = round(start_utc_s * rate)
+    clip = np.zeros(max(0, round(end_utc_s * rate) - first), np.float32)
+    for utc, samples in pieces:
+        at = round(utc * rate) - first
+        lo, hi = max(0, at), min(len(clip), at + len(samples))
+        if hi > lo:
+            clip[lo:hi] = samples[lo - at:hi - at]
+    return clip, rate, first / rate

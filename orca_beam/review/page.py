@@ -23,7 +23,14 @@ from collections.abc import Iterable
 from apache_beam.io.filesystems import FileSystems
 
 from orca_beam.core.audio import AudioError
-from orca_beam.review.clips import CLIP_RATE_HZ, cut_clip, png_bytes, spectrogram_rgb, wav_bytes
+from orca_beam.review.clips import (
+    CLIP_RATE_HZ,
+    cut_clip,
+    cut_stream_clip,
+    png_bytes,
+    spectrogram_rgb,
+    wav_bytes,
+)
 
 LOG = logging.getLogger(__name__)
 #: Default seconds of audio each side of a hit.
@@ -48,20 +55,26 @@ def write_review(hits: Iterable[dict], out_dir: str, *, context_s: float = DEFAU
                 or "", "source": hit["source"], "start_s": hit["start_s"], "end_s": hit["end_s"],
                 "start_utc": hit["start_utc"].isoformat() if hit.get("start_utc") else "",
                 "audio": None, "picture": None, "clip_start_s": None, "why": ""}
-        if hit.get("stream"):
-            card["why"] = "audio of HLS hits is not cut yet"
-        else:
-            try:
-                lo = max(0.0, hit["start_s"] - context_s)
-                samples, begin = cut_clip(hit["source"], lo, hit["end_s"] + context_s)
-                name = f"clips/hit-{number:04d}"
-                _write(f"{out}/{name}.wav", wav_bytes(samples))
-                marks = (hit["start_s"] - begin, hit["end_s"] - begin)
-                _write(f"{out}/{name}.png", png_bytes(spectrogram_rgb(samples, marks_s=marks)))
-                card.update(audio=f"{name}.wav", picture=f"{name}.png", clip_start_s=begin)
-                clips += 1
-            except (AudioError, OSError) as exc:
-                card["why"] = f"{type(exc).__name__}: {exc}"
+        try:
+            if hit.get("stream"):  # a stream: cut by UTC, across segment joins
+                if not hit.get("start_utc"):
+                    raise ValueError("the hit has no UTC time to find its audio by")
+                at = hit["start_utc"].timestamp()
+                samples, rate, begin_utc = cut_stream_clip(
+                    hit["stream"], at - context_s, at + hit["end_s"] - hit["start_s"] + context_s)
+                begin = hit["start_s"] - (at - begin_utc)  # in the stream's seconds
+            else:
+                samples, begin = cut_clip(hit["source"], max(0.0, hit["start_s"] - context_s),
+                                          hit["end_s"] + context_s)
+                rate = CLIP_RATE_HZ
+            name = f"clips/hit-{number:04d}"
+            _write(f"{out}/{name}.wav", wav_bytes(samples, rate))
+            marks = (hit["start_s"] - begin, hit["end_s"] - begin)
+            _write(f"{out}/{name}.png", png_bytes(spectrogram_rgb(samples, rate, marks_s=marks)))
+            card.update(audio=f"{name}.wav", picture=f"{name}.png", clip_start_s=begin)
+            clips += 1
+        except (AudioError, OSError, ValueError) as exc:
+            card["why"] = f"{type(exc).__name__}: {exc}"
         if card["audio"] is None:
             missing += 1
             LOG.warning("review: no audio for %s@%s: %s", hit["source"], hit["start_s"],
