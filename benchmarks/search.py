@@ -116,25 +116,9 @@ print(json.dumps({"rows": rows, "scan_s": time.perf_counter() - started}))
 """
 
 
-def timed(command: list[str], log: Path) -> dict:
-    """Runs ``command`` under GNU time: wall seconds, peak RSS (MiB) and its stdout's last line."""
-    rss = log.with_suffix(".rss")
-    started = time.perf_counter()
-    with open(log, "wb") as out:
-        done = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(rss), *command], cwd=REPO,
-                              stdout=out, stderr=subprocess.STDOUT,
-                              env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    text = log.read_text(errors="replace")
-    if done.returncode != 0:
-        raise RuntimeError(f"{command} failed ({done.returncode}):\n{text[-3000:]}")
-    return {"wall_s": round(time.perf_counter() - started, 2),
-            "peak_rss_mib": round(int(rss.read_text().split()[-1]) / 1024, 1),
-            "last": text.strip().splitlines()[-1]}
-
-
 def scale(work: Path, sizes: tuple[int, ...]) -> list[dict]:
     """Per size: a plain scan and an exact search over the same synthetic rows."""
-    from benchmarks.scale import write_version, write_wavs, yamnet_folder
+    from benchmarks.scale import timed, write_version, write_wavs, yamnet_folder
     from orca_beam.store.manifest import iter_entries
     from orca_beam.store.reader import shard_sources
     from orca_beam.testing.standins.build import ensure_standins
@@ -150,12 +134,13 @@ def scale(work: Path, sizes: tuple[int, ...]) -> list[dict]:
         write_s = time.perf_counter() - started
         shards = sorted(shard_sources(iter_entries(folder)))
         scan = timed([sys.executable, "-c", SCAN, *shards], base / "scan.log")
-        scan.update(json.loads(scan.pop("last")))
+        scan.update(json.loads(scan.pop("tail")[-1]))
         query = f"{files[0]}@0.0"
         search_run = timed([sys.executable, "-m", "pipelines.search", "--runner=FnApiRunner",
                             f"--embeddings={base / 'out'}", "--model=yamnet",
-                            f"--output={base / 'search'}", f"--query_row={query}"],
+                            f"--output={base / 'search'}", f"--query_row={query}", "--no-review"],
                            base / "search.log")
+        search_run["last"] = search_run.pop("tail")[-1]
         summary = json.loads((base / "search" / "search_summary.json").read_text())
         scan_rate = rows / scan["wall_s"]
         search_rate = summary["rows_scanned"] / search_run["wall_s"]

@@ -38,6 +38,7 @@ from orca_beam.labels import read_labels
 from orca_beam.models.loading import ModelUnavailableError, cached_model, model_version
 from orca_beam.progress import Progress
 from orca_beam.store.version import new_run_id
+from pipelines.cli import run_command
 
 LOG = logging.getLogger("orca_beam.extract")
 
@@ -174,17 +175,12 @@ def main() -> None:
     """The command line: a UsageError is one line on stderr and exit status 2; any other
     exception keeps its traceback. Worker processes' progress lines are shown (multi-process
     DirectRunner, PortableRunner); Beam's own chatter stays at warnings."""
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
-    workers = logging.getLogger(WORKER_LOGS)
-    workers.setLevel(logging.INFO)
-    workers.addFilter(_ours_or_warnings)
-    try:
-        run()
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    def show_worker_logs() -> None:
+        workers = logging.getLogger(WORKER_LOGS)
+        workers.setLevel(logging.INFO)
+        workers.addFilter(_ours_or_warnings)
+
+    run_command(run, show_worker_logs)
 
 
 if __name__ == "__main__":

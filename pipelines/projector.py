@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -27,6 +26,7 @@ from orca_beam.extract.options import label_table, projector_kwargs, projector_p
 from orca_beam.projector.stage import ExportProjector
 from orca_beam.store.reader import ReadEntries
 from orca_beam.store.version import latest_version_folder
+from pipelines.cli import run_command
 
 LOG = logging.getLogger("orca_beam.projector")
 
@@ -72,14 +72,7 @@ def run(argv: list[str] | None = None) -> list[dict]:
 
 def main() -> None:
     """The command line: a UsageError is one line on stderr and exit status 2."""
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
-    try:
-        run()
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_command(run)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 
 import apache_beam as beam
@@ -34,6 +33,7 @@ from orca_beam.search.queries import VersionInfo, clip_query, row_query, table_q
 from orca_beam.search.scores import SCORES
 from orca_beam.search.topk import candidates_needed, rows_excluded
 from orca_beam.store.version import latest_version_folder
+from pipelines.cli import run_command
 
 LOG = logging.getLogger("orca_beam.search")
 #: Default --min_gap_s: hits of one stream or file closer than this are one call (seconds).
@@ -161,14 +161,7 @@ def run(argv: list[str] | None = None) -> dict:
 
 def main() -> None:
     """The command line: a UsageError is one line on stderr and exit status 2."""
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
-    try:
-        run()
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_command(run)
 
 
 if __name__ == "__main__":
