@@ -74,9 +74,10 @@ def yamnet_folder(output: Path, handle: Path) -> tuple[str, object]:
 
 
 def write_version(folder: str, version, files: list[Path], rows: int,
-                  extra_entries: int = 0) -> dict:
+                  extra_entries: int = 0, distinct: bool = False) -> dict:
     """A committed version holding ``files`` (real size, mtime, CRC32C) with ``rows`` synthetic
-    rows spread over them, plus ``extra_entries`` entries of files that do not exist; returns
+    rows spread over them, plus ``extra_entries`` entries of files that do not exist (``distinct``:
+    every row its own random vector, else 4096 vectors repeated); returns
     what was written."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -126,7 +127,9 @@ def write_version(folder: str, version, files: list[Path], rows: int,
                 pa.array(["yamnet"] * count, pa.string()),
                 pa.array([label] * count, pa.string()),
                 pa.array(np.ones(count, bool)),
-                flat.slice(0, count), thumbs.slice(0, count)], schema=embedding_schema(1024)))
+                flat.slice(0, count) if not distinct else pa.FixedSizeListArray.from_arrays(
+                    pa.array(rng.standard_normal(count * 1024).astype(np.float32)), 1024),
+                thumbs.slice(0, count)], schema=embedding_schema(1024)))
             for index in np.unique(source_of_row[start:stop]):
                 shards_of_file.setdefault(int(index), set()).add(path)
         writer.close()

@@ -116,6 +116,50 @@ print(json.dumps({"rows": rows, "scan_s": time.perf_counter() - started}))
 """
 
 
+def measure_index(base: Path, files: list, search_run: dict, queries: int = 20) -> dict:
+    """The index of a synthetic version: build time and peak RSS (``build-index`` under GNU
+    time), size on disk, and per query (in this process, model-free stored rows) the latency
+    of ``index_search`` and recall@10 against an exact numpy scan of the same rows."""
+    from benchmarks.scale import timed
+    from orca_beam.search.index import INDEX_DIR, index_search
+    from orca_beam.search.job import SearchSettings, embedding_matrix
+    from orca_beam.search.queries import VersionInfo, row_query
+    from orca_beam.search.scores import score_matrix
+    from orca_beam.store.reader import current_rows
+    from orca_beam.store.version import latest_version_folder
+
+    build = timed([sys.executable, "-m", "pipelines.search", "build-index",
+                   f"--embeddings={base / 'out'}", "--model=yamnet", "--runner=FnApiRunner"],
+                  base / "index.log")
+    folder = latest_version_folder(str(base / "out"), "yamnet")
+    size = sum(p.stat().st_size for p in Path(folder, INDEX_DIR).glob("*.usearch"))
+    version = VersionInfo.read(folder)
+    table = current_rows(folder, ["source", "start_s", "embedding"])
+    vectors = embedding_matrix(table)
+    keys = list(zip(table.column("source").to_pylist(), table.column("start_s").to_pylist(),
+                    strict=True))
+    settings = SearchSettings("cosine", "max", None, 10, 0.0, 11)  # 10 + the query's own row
+    latencies, recalls = [], []
+    for n in range(queries):
+        query = row_query(f"{files[n * 37 % len(files)]}@0.0", version)
+        started = time.perf_counter()
+        found, _ = index_search(folder, [query], settings, 100)
+        latencies.append(time.perf_counter() - started)
+        scores = score_matrix(query.vectors, vectors, "cosine")[0]
+        own = keys.index((str(files[n * 37 % len(files)]), 0.0))
+        scores[own] = -np.inf
+        exact = {keys[i] for i in np.argsort(-scores)[:10]}
+        got = set([(h[1], h[3]) for h in sorted(found[0], key=lambda h: -h[0])
+                    if (h[1], h[3]) != keys[own]][:10])
+        recalls.append(len(exact & got) / 10)
+    del table, vectors
+    return {"build_s": build["wall_s"], "build_peak_rss_mib": build["peak_rss_mib"],
+            "bytes_on_disk": size, "queries": queries,
+            "latency_median_s": round(float(np.median(latencies)), 4),
+            "latency_p95_s": round(float(np.percentile(latencies, 95)), 4),
+            "recall_at_10": round(float(np.mean(recalls)), 4), "ann_candidates": 100}
+
+
 def scale(work: Path, sizes: tuple[int, ...]) -> list[dict]:
     """Per size: a plain scan and an exact search over the same synthetic rows."""
     from benchmarks.scale import timed, write_version, write_wavs, yamnet_folder
@@ -130,7 +174,7 @@ def scale(work: Path, sizes: tuple[int, ...]) -> list[dict]:
         files = write_wavs(base / "audio", 1000)
         folder, version = yamnet_folder(base / "out", handle)
         started = time.perf_counter()
-        written = write_version(folder, version, files, rows)
+        written = write_version(folder, version, files, rows, distinct=True)
         write_s = time.perf_counter() - started
         shards = sorted(shard_sources(iter_entries(folder)))
         scan = timed([sys.executable, "-c", SCAN, *shards], base / "scan.log")
@@ -144,7 +188,9 @@ def scale(work: Path, sizes: tuple[int, ...]) -> list[dict]:
         summary = json.loads((base / "search" / "search_summary.json").read_text())
         scan_rate = rows / scan["wall_s"]
         search_rate = summary["rows_scanned"] / search_run["wall_s"]
+        index = measure_index(base, files, search_run)
         out.append({"rows": rows, "dim": 1024, "bytes_on_disk": written["bytes_on_disk"],
+                    "index": index,
                     "write_s": round(write_s, 1),
                     "scan": scan, "search": {**search_run, "job_wall_s": summary["wall_s"],
                                              "rows_scanned": summary["rows_scanned"]},

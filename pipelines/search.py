@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 
 import apache_beam as beam
@@ -28,7 +29,8 @@ from orca_beam.core.errors import UsageError
 from orca_beam.core.hls import parse_datetime
 from orca_beam.core.registry import MODELS
 from orca_beam.review.page import DEFAULT_CONTEXT_S, write_review
-from orca_beam.search.job import ExactSearch, SearchSettings
+from orca_beam.search.index import INDEX_DIR, BuildIndex, index_search
+from orca_beam.search.job import ExactSearch, SearchSettings, results_table, write_results
 from orca_beam.search.queries import VersionInfo, clip_query, row_query, table_queries
 from orca_beam.search.scores import SCORES
 from orca_beam.search.topk import candidates_needed, rows_excluded
@@ -77,6 +79,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--end", default=None, help="Only rows before this UTC time.")
     p.add_argument("--stream", default=None, help="Only rows whose stream matches this glob.")
     p.add_argument("--source", default=None, help="Only rows whose source matches this glob.")
+    p.add_argument("--index", action="store_true",
+                   help="Answer from the version's search index (python -m pipelines.search "
+                        "build-index) in this process instead of a Beam scan; hits are re-scored "
+                        "exactly, shards not indexed yet are scanned.")
+    p.add_argument("--index_candidates", type=int, default=None,
+                   help="--index: neighbours asked of each shard's index per query window "
+                        "(default: 4 x the candidates per query, at least 100).")
     p.add_argument("--review", action=argparse.BooleanOptionalAction, default=True,
                    help="Write <output>/review/index.html: every hit with its spectrogram, its "
                         "audio and verdict buttons (default; --no-review skips it).")
@@ -95,9 +104,53 @@ def _utc_us(text: str | None, flag: str) -> int | None:
         raise UsageError(f"{flag}: {exc}") from None
 
 
+def version_folder(root: str, model: str, version: str | None) -> str:
+    """The version folder to search: ``--version`` under ``<root>/<model>/``, else the latest."""
+    root = root.rstrip("/")
+    if version:
+        folder = f"{root}/{model}/{version}"
+        if not FileSystems.exists(f"{folder}/_version.json"):
+            raise UsageError(f"no version {version} under {root}/{model}/")
+        return folder
+    folder = latest_version_folder(root, model)
+    if folder is None:
+        raise UsageError(f"no {model} embeddings under {root}/{model}/")
+    return folder
+
+
+def build_index(argv: list[str]) -> dict:
+    """``build-index --embeddings OUT --model NAME [--version ID]``: an index file for every
+    row shard of the version that has none (a Beam job); returns the totals."""
+    p = argparse.ArgumentParser(prog="python -m pipelines.search build-index")
+    p.add_argument("--embeddings", required=True)
+    p.add_argument("--model", required=True, choices=sorted(MODELS))
+    p.add_argument("--version", default=None)
+    options, beam_args = p.parse_known_args(argv)
+    beam_options = PipelineOptions(beam_args or ["--runner=FnApiRunner"])
+    s3.install()
+    FileSystems.set_options(beam_options)
+    folder = version_folder(options.embeddings, options.model, options.version)
+    pipeline = beam.Pipeline(options=beam_options)
+    _ = pipeline | "BuildIndex" >> BuildIndex(folder)
+    result = pipeline.run()
+    result.wait_until_finish()
+    totals = {name: 0 for name in ("built", "kept", "rows_indexed")}
+    for counter in result.metrics().query()["counters"]:
+        name = counter.key.metric.name.removeprefix("index_shards_").removeprefix("index_")
+        if name in totals:
+            totals[name] += counter.committed or counter.attempted or 0
+    print(f"index: {folder}/{INDEX_DIR}/: {totals['built']} shards indexed "
+          f"({totals['rows_indexed']} rows), {totals['kept']} already indexed")
+    return {"folder": folder, **totals}
+
+
 def run(argv: list[str] | None = None) -> dict:
-    """Runs one search; returns its summary (also written as search_summary.json)."""
+    """Runs one search (or, with ``build-index`` first, builds the index); returns its summary
+    (also written as search_summary.json)."""
     started = time.time()
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["build-index"]:
+        return build_index(argv[1:])
     options, beam_args = parser().parse_known_args(argv)
     if not (options.query or options.query_row or options.queries_from):
         raise UsageError("give at least one --query, --query_row or --queries_from")
@@ -108,15 +161,7 @@ def run(argv: list[str] | None = None) -> dict:
     beam_options = PipelineOptions(beam_args or ["--runner=FnApiRunner"])
     s3.install()
     FileSystems.set_options(beam_options)
-    root = options.embeddings.rstrip("/")
-    if options.version:
-        folder = f"{root}/{options.model}/{options.version}"
-        if not FileSystems.exists(f"{folder}/_version.json"):
-            raise UsageError(f"no version {options.version} under {root}/{options.model}/")
-    else:
-        folder = latest_version_folder(root, options.model)
-        if folder is None:
-            raise UsageError(f"no {options.model} embeddings under {root}/{options.model}/")
+    folder = version_folder(options.embeddings, options.model, options.version)
     version = VersionInfo.read(folder)
     queries = [clip_query(text, version, options.model_handle) for text in options.query]
     queries += [row_query(text, version) for text in options.query_row]
@@ -132,14 +177,30 @@ def run(argv: list[str] | None = None) -> dict:
         stream=options.stream, source=options.source)
     LOG.info("%d queries against %s (%s, %s)", len(queries), folder, settings.score,
              version.label)
-    pipeline = beam.Pipeline(options=beam_options)
     extra = {"version": folder, "model_version": version.label, "score": settings.score,
              "pool": settings.pool, "combine": settings.combine, "top_k": settings.top_k,
-             "min_gap_s": settings.min_gap_s}
-    _ = pipeline | "Search" >> ExactSearch(folder, queries, settings,
-                                           model_version=version.label,
-                                           output=options.output, started_s=started, extra=extra)
-    pipeline.run().wait_until_finish()
+             "min_gap_s": settings.min_gap_s, "index": options.index}
+    if options.index:
+        ann = options.index_candidates or max(100, 4 * settings.candidates)
+        candidates, counts = index_search(folder, queries, settings, ann)
+        names = [q.name for q in queries]
+        excluded = [q.excluded for q in queries]
+        if len(candidates) > len(queries):
+            names.append(f"combined:{settings.combine}")
+            excluded.append(tuple(r for q in queries for r in q.excluded))
+        table = results_table(names, excluded, candidates, settings, version.label)
+        wall_s = time.time() - started
+        write_results(table, options.output, {
+            **extra, **counts, "index_candidates": ann, "queries": len(names),
+            "hits": table.num_rows, "rows_scanned": counts["rows_rescored"],
+            "rows_searched": counts["rows_rescored"], "wall_s": round(wall_s, 3)})
+    else:
+        pipeline = beam.Pipeline(options=beam_options)
+        _ = pipeline | "Search" >> ExactSearch(folder, queries, settings,
+                                               model_version=version.label,
+                                               output=options.output, started_s=started,
+                                               extra=extra)
+        pipeline.run().wait_until_finish()
     out = options.output.rstrip("/")
     with FileSystems.open(f"{out}/search_summary.json") as handle:
         summary = json.loads(handle.read().decode())
