@@ -30,7 +30,13 @@ from orca_beam.core.hls import parse_datetime
 from orca_beam.core.registry import MODELS
 from orca_beam.review.page import DEFAULT_CONTEXT_S, write_review
 from orca_beam.search.index import INDEX_DIR, BuildIndex, index_search
-from orca_beam.search.job import ExactSearch, SearchSettings, results_table, write_results
+from orca_beam.search.job import (
+    ExactSearch,
+    SearchSettings,
+    result_lists,
+    results_table,
+    write_results,
+)
 from orca_beam.search.queries import VersionInfo, clip_query, row_query, table_queries
 from orca_beam.search.scores import SCORES
 from orca_beam.search.topk import candidates_needed, rows_excluded
@@ -134,10 +140,12 @@ def build_index(argv: list[str]) -> dict:
     _ = pipeline | "BuildIndex" >> BuildIndex(folder)
     result = pipeline.run()
     result.wait_until_finish()
-    totals = {name: 0 for name in ("built", "kept", "rows_indexed")}
+    names = {"index_shards_built": "built", "index_shards_kept": "kept",
+             "index_rows_indexed": "rows_indexed"}
+    totals = dict.fromkeys(names.values(), 0)
     for counter in result.metrics().query()["counters"]:
-        name = counter.key.metric.name.removeprefix("index_shards_").removeprefix("index_")
-        if name in totals:
+        name = names.get(counter.key.metric.name)
+        if name is not None:
             totals[name] += counter.committed or counter.attempted or 0
     print(f"index: {folder}/{INDEX_DIR}/: {totals['built']} shards indexed "
           f"({totals['rows_indexed']} rows), {totals['kept']} already indexed")
@@ -183,11 +191,7 @@ def run(argv: list[str] | None = None) -> dict:
     if options.index:
         ann = options.index_candidates or max(100, 4 * settings.candidates)
         candidates, counts = index_search(folder, queries, settings, ann)
-        names = [q.name for q in queries]
-        excluded = [q.excluded for q in queries]
-        if len(candidates) > len(queries):
-            names.append(f"combined:{settings.combine}")
-            excluded.append(tuple(r for q in queries for r in q.excluded))
+        names, excluded = result_lists(queries, settings.combine)
         table = results_table(names, excluded, candidates, settings, version.label)
         wall_s = time.time() - started
         write_results(table, options.output, {

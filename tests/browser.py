@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -74,8 +74,10 @@ class Page:
 
 
 @contextlib.contextmanager
-def chromium_page(url: str, profile: Path, size: str = "1400,900") -> Iterator[Page]:
-    """Headless Chromium showing ``url``; skips the test where Chromium is not installed."""
+def chromium_page(url: str, profile: Path, size: str = "1400,900",
+                  flags: Sequence[str] = ()) -> Iterator[Page]:
+    """Headless Chromium showing ``url`` (``flags``: more command-line switches); skips the
+    test where Chromium is not installed."""
     browser = chromium_binary()
     if browser is None:
         pytest.skip("Chromium not installed (apt-get install chromium); .ci/run installs it")
@@ -87,7 +89,7 @@ def chromium_page(url: str, profile: Path, size: str = "1400,900") -> Iterator[P
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--no-first-run", "--autoplay-policy=no-user-gesture-required",
         "--allow-file-access-from-files", f"--user-data-dir={profile}",
-        f"--window-size={size}", f"--remote-debugging-port={port}", "about:blank"],
+        f"--window-size={size}", f"--remote-debugging-port={port}", *flags, "about:blank"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline, target = time.monotonic() + 60, None

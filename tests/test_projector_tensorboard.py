@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,6 +17,7 @@ import pytest
 from PIL import Image
 
 from pipelines import extract
+from tests.browser import chromium_page
 from tests.servers import free_port
 
 pytestmark = pytest.mark.e2e
@@ -127,13 +126,6 @@ DEEP_TEXT = """(() => {
 })()"""
 
 
-def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
 COLOUR_BY = """(() => {
   const find = (root) => {
     if (!root) return null;
@@ -163,68 +155,26 @@ def projector_in_chromium(base_url: str, profile: Path, screenshot: Path,
     panel shows a non-zero point count and the dimension, optionally colours the points by the
     metadata column ``colour_by``, and saves a screenshot. Returns (page text, colouring
     result); skips where Chromium is not installed."""
-    browser = _chromium()
-    if browser is None:
-        pytest.skip("Chromium not installed (apt-get install chromium); .ci/run installs it")
-    from websockets.sync.client import connect
-
-    port = free_port()
-    process = subprocess.Popen([
-        browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--use-angle=swiftshader",
-        "--enable-unsafe-swiftshader", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-        f"--user-data-dir={profile}", "--window-size=1400,900",
-        f"--remote-debugging-port={port}", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        target = None
-        while time.monotonic() < deadline and target is None:
-            try:
-                pages = json.loads(get(f"http://127.0.0.1:{port}/json", 5)[1])
-                target = next(p for p in pages if p.get("type") == "page")
-            except (OSError, StopIteration, ValueError):
-                time.sleep(0.5)
-        assert target, "chromium did not open its debugging port"
-        with connect(target["webSocketDebuggerUrl"], max_size=2**26, open_timeout=30) as ws:
-            counter = iter(range(1, 10**6))
-
-            def call(method, **params):
-                ident = next(counter)
-                ws.send(json.dumps({"id": ident, "method": method, "params": params}))
-                while True:
-                    message = json.loads(ws.recv(timeout=60))
-                    if message.get("id") == ident:
-                        return message.get("result", {})
-
-            def evaluate(expression):
-                result = call("Runtime.evaluate", expression=expression, returnByValue=True)
-                return result.get("result", {}).get("value")
-
-            call("Page.enable")
-            call("Page.navigate", url=base_url + "/#projector")
-            text = ""
-            deadline = time.monotonic() + 90
-            while time.monotonic() < deadline:
-                time.sleep(2)
-                text = evaluate(DEEP_TEXT) or ""
-                found = re.search(r"Points:\s*(\d+)", text)
-                # the panel shows "Points: 0" for a moment while the tensors load
-                if (found and int(found.group(1)) > 0 and "Dimension" in text
-                        and "Fetching" not in text):
-                    break
-            colouring = None
-            if colour_by is not None:
-                colouring = evaluate(COLOUR_BY % json.dumps(colour_by))
-            time.sleep(3)  # let the sprite textures and colours draw before the picture
-            shot = call("Page.captureScreenshot", format="png")
-        screenshot.parent.mkdir(parents=True, exist_ok=True)
-        screenshot.write_bytes(base64.b64decode(shot["data"]))
-        print(f"\nprojector screenshot: {screenshot}")
-        return text, colouring
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    # WebGL through SwiftShader: the projector draws its points with it
+    flags = ("--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--disable-quic")
+    with chromium_page(base_url + "/#projector", profile, flags=flags) as page:
+        text = ""
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            time.sleep(2)
+            text = page.evaluate(DEEP_TEXT) or ""
+            found = re.search(r"Points:\s*(\d+)", text)
+            # the panel shows "Points: 0" for a moment while the tensors load
+            if (found and int(found.group(1)) > 0 and "Dimension" in text
+                    and "Fetching" not in text):
+                break
+        colouring = None
+        if colour_by is not None:
+            colouring = page.evaluate(COLOUR_BY % json.dumps(colour_by))
+        time.sleep(3)  # let the sprite textures and colours draw before the picture
+        page.screenshot(screenshot)
+    print(f"\nprojector screenshot: {screenshot}")
+    return text, colouring
 
 
 def test_headless_chromium_shows_the_points(projector_run, tensorboard, tmp_path):

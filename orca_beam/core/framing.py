@@ -316,12 +316,10 @@ class RunChunker:
         warm = min(self.warmup_units,
                    (first_unit * spec.unit_hop_samples - self._buffer_start) // spec.unit_hop_samples)
         start = (first_unit - warm) * spec.unit_hop_samples
-        if stop is None:
-            stop = self._last_sample(self._next_frame + count - 1) + 1
-        samples = self._buffer[start - self._buffer_start: stop - self._buffer_start].copy()
+        end = self._last_sample(self._next_frame + count - 1) + 1 if stop is None else stop
+        samples = self._buffer[start - self._buffer_start: end - self._buffer_start].copy()
         piece = Piece(self.source, spec.name, self.channel, self._next_frame, count, start, warm,
-                      samples, file_samples=None if stop > self._last_sample(
-                          self._next_frame + count - 1) else stop)
+                      samples, file_samples=stop)
         self._next_frame += count
         return piece
 

@@ -10,8 +10,17 @@ import io
 
 import numpy as np
 import soundfile as sf
+from apache_beam.io.filesystems import FileSystems
 
-from orca_beam.core.audio import iter_resampled_blocks
+from orca_beam.core.audio import iter_resampled_blocks, mono_block
+from orca_beam.core.hls import (
+    PLAYLIST_NAME,
+    Decoded,
+    decode_segments,
+    folder_start,
+    parse_playlist,
+    segment_starts,
+)
 
 #: Sample rate of review clips (Hz): killer-whale calls and whistles reach about 16 kHz.
 CLIP_RATE_HZ = 32_000
@@ -93,18 +102,6 @@ def cut_stream_clip(stream: str, start_utc_s: float, end_utc_s: float, channel: 
     ``j`` of a segment lies at the segment's playlist time plus ``j / rate``, as the rows' own
     ``start_utc``. Audio missing from the folder is silence. ValueError when no segment with a
     known time overlaps the range."""
-    from apache_beam.io.filesystems import FileSystems
-
-    from orca_beam.core.audio import mono_block
-    from orca_beam.core.hls import (
-        PLAYLIST_NAME,
-        Decoded,
-        decode_segments,
-        folder_start,
-        parse_playlist,
-        segment_starts,
-    )
-
     folder = stream.rstrip("/") + "/"
     with FileSystems.open(folder + PLAYLIST_NAME) as handle:
         segments = parse_playlist(handle.read().decode())

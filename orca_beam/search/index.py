@@ -26,12 +26,24 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from orca_beam.core import s3
-from orca_beam.search.job import SEARCH_COLUMNS, SearchSettings, embedding_matrix, filter_rows
+from orca_beam.search.job import (
+    SEARCH_COLUMNS,
+    SearchSettings,
+    embedding_matrix,
+    filter_rows,
+    result_lists,
+    score_table,
+    top_hits,
+)
 from orca_beam.search.queries import Query
-from orca_beam.search.scores import combined, pooled_scores
 from orca_beam.search.topk import Hit, best
 from orca_beam.store.manifest import iter_entries
-from orca_beam.store.reader import ReadEntries, keep_sources, shard_sources
+from orca_beam.store.reader import (
+    ReadEntries,
+    iter_current_batches,
+    keep_sources,
+    shard_sources,
+)
 from orca_beam.tags import NAMESPACE
 
 INDEX_DIR = "search_index"
@@ -134,40 +146,25 @@ def _rows_at(shard: str, positions: np.ndarray) -> pa.Table:
     return pa.concat_tables(tables) if tables else None
 
 
-def _hits(table: pa.Table, scores: np.ndarray) -> Iterator[tuple[int, Hit]]:
-    keys = table.select(["source", "stream", "start_s", "end_s"]).to_pydict()
-    utcs = table.column("start_utc").cast(pa.int64()).to_pylist()
-    for query, row_scores in enumerate(scores):
-        for i, score in enumerate(row_scores.tolist()):
-            yield query, (score, keys["source"][i], keys["stream"][i], keys["start_s"][i],
-                          keys["end_s"][i], utcs[i])
-
-
 def index_search(folder: str, queries: Sequence[Query], settings: SearchSettings,
                  ann_candidates: int) -> tuple[dict[int, list[Hit]], dict]:
     """The best ``settings.candidates`` hits per query (and per combined list) from the shard
     indexes, each re-scored exactly; ``ann_candidates``: neighbours asked of each shard's index
     per query window. Returns (query index -> hits, counts)."""
-    from orca_beam.store.reader import iter_current_batches
-
     vectors = [q.vectors for q in queries]
     probes = [q.mean(axis=0, keepdims=True) if settings.pool == "mean" else q for q in vectors]
-    lists = len(queries) + (1 if settings.combine is not None and len(queries) > 1 else 0)
-    found: dict[int, list[Hit]] = {i: [] for i in range(lists)}
+    found: dict[int, list[Hit]] = {
+        i: [] for i in range(len(result_lists(queries, settings.combine)[0]))}
     counts = {"shards": 0, "shards_scanned_exactly": 0, "rows_rescored": 0}
 
     def score(table):
         table = filter_rows(table, settings)
         if not table.num_rows:
             return
-        scores = pooled_scores(vectors, embedding_matrix(table), settings.score, settings.pool)
-        if lists > len(queries):
-            scores = np.vstack([scores, combined(scores, settings.combine)[None, :]])
         counts["rows_rescored"] += table.num_rows
-        for query, hit in _hits(table, scores):
-            found[query].append(hit)
-        for query in found:
-            found[query] = best(found[query], settings.candidates)
+        for query, hits in top_hits(table, score_table(table, vectors, settings),
+                                    settings.candidates):
+            found[query] = best([*found[query], *hits], settings.candidates)
 
     wanted = shard_sources(iter_entries(folder))
     for shard, sources in sorted(wanted.items()):

@@ -72,7 +72,8 @@ def filter_rows(batch: pa.RecordBatch | pa.Table, settings: SearchSettings) -> p
     def both(a, b):
         return b if a is None else pc.and_(a, b)
 
-    utc = table.column("start_utc").cast(pa.int64())
+    if settings.start_utc_us is not None or settings.end_utc_us is not None:
+        utc = table.column("start_utc").cast(pa.int64())
     if settings.start_utc_us is not None:
         mask = both(mask, pc.fill_null(pc.greater_equal(utc, settings.start_utc_us), False))
     if settings.end_utc_us is not None:
@@ -91,6 +92,48 @@ def embedding_matrix(table: pa.Table) -> np.ndarray:
         return np.zeros((0, 0), np.float32)
     values = np.asarray(column.flatten(), np.float32)
     return values.reshape(len(column), -1)
+
+
+def result_lists(queries: Sequence[Query], combine: str | None
+                 ) -> tuple[list[str], list[tuple]]:
+    """(name, excluded regions) of every result list, in order: one per query, then with
+    ``combine`` and several queries the ``combined:<how>`` list, which excludes every query's
+    regions."""
+    names = [q.name for q in queries]
+    excluded = [q.excluded for q in queries]
+    if combine is not None and len(queries) > 1:
+        names.append(f"combined:{combine}")
+        excluded.append(tuple(region for q in queries for region in q.excluded))
+    return names, excluded
+
+
+def score_table(table: pa.Table, vectors: Sequence[np.ndarray], settings: SearchSettings
+                ) -> np.ndarray:
+    """Scores [lists, N] of a table's rows: one row per query window set (pooled as
+    ``settings.pool``), plus the combined list's when ``settings.combine`` applies."""
+    scores = pooled_scores(vectors, embedding_matrix(table), settings.score, settings.pool)
+    if settings.combine is not None and len(vectors) > 1:
+        scores = np.vstack([scores, combined(scores, settings.combine)[None, :]])
+    return scores
+
+
+def top_hits(table: pa.Table, scores: np.ndarray, count: int) -> Iterator[tuple[int, list]]:
+    """(list index, its ``count`` best hits of ``table``, unordered) for every row of
+    ``scores`` [lists, N]; only those rows of the table become Python values."""
+    keep = min(count, table.num_rows)
+    tops = [np.argpartition(-row_scores, keep - 1)[:keep] if keep < len(row_scores)
+            else np.arange(len(row_scores)) for row_scores in scores]
+    needed = np.unique(np.concatenate(tops))
+    keys = table.select(["source", "stream", "start_s", "end_s"]).take(needed).to_pydict()
+    keys["start_utc"] = table.column("start_utc").take(needed).cast(pa.int64()).to_pylist()
+    where = {int(row): n for n, row in enumerate(needed)}
+    for query, (row_scores, top) in enumerate(zip(scores, tops, strict=True)):
+        hits = []
+        for i in top.tolist():
+            n = where[i]
+            hits.append((float(row_scores[i]), keys["source"][n], keys["stream"][n],
+                         keys["start_s"][n], keys["end_s"][n], keys["start_utc"][n]))
+        yield query, hits
 
 
 class _ScoreFn(beam.DoFn):
@@ -112,25 +155,8 @@ class _ScoreFn(beam.DoFn):
         yield beam.pvalue.TaggedOutput("counts", (batch.num_rows, table.num_rows))
         if not table.num_rows:
             return
-        scores = pooled_scores(self.vectors, embedding_matrix(table), settings.score,
-                               settings.pool)
-        if settings.combine is not None and len(self.vectors) > 1:
-            scores = np.vstack([scores, combined(scores, settings.combine)[None, :]])
-        keep = min(settings.candidates, table.num_rows)
-        tops = [np.argpartition(-row_scores, keep - 1)[:keep] if keep < len(row_scores)
-                else np.arange(len(row_scores)) for row_scores in scores]
-        # only the candidate rows become Python values
-        needed = np.unique(np.concatenate(tops))
-        keys = table.select(["source", "stream", "start_s", "end_s"]).take(needed).to_pydict()
-        keys["start_utc"] = table.column("start_utc").take(needed).cast(pa.int64()).to_pylist()
-        where = {int(row): n for n, row in enumerate(needed)}
-        for query, (row_scores, top) in enumerate(zip(scores, tops, strict=True)):
-            hits = []
-            for i in top.tolist():
-                n = where[i]
-                hits.append((float(row_scores[i]), keys["source"][n], keys["stream"][n],
-                             keys["start_s"][n], keys["end_s"][n], keys["start_utc"][n]))
-            yield query, hits
+        yield from top_hits(table, score_table(table, self.vectors, settings),
+                            settings.candidates)
 
 
 def _sum_counts(counts) -> tuple[int, int]:
@@ -224,11 +250,7 @@ class ExactSearch(beam.PTransform):
         self.started_s, self.extra = started_s, extra or {}
 
     def expand(self, pbegin):
-        names = [q.name for q in self.queries]
-        excluded = [q.excluded for q in self.queries]
-        if self.settings.combine is not None and len(self.queries) > 1:
-            names.append(f"combined:{self.settings.combine}")
-            excluded.append(tuple(region for q in self.queries for region in q.excluded))
+        names, excluded = result_lists(self.queries, self.settings.combine)
         scored = (pbegin
                   | "ReadRows" >> ReadCurrentRows(self.folder, columns=SEARCH_COLUMNS,
                                                   sources=self.settings.source)
