@@ -122,11 +122,11 @@ def measure_index(base: Path, files: list, search_run: dict, queries: int = 20) 
     of ``index_search`` and recall@10 against an exact numpy scan of the same rows."""
     from benchmarks.scale import timed
     from orca_beam.search.index import INDEX_DIR, index_search
-    from orca_beam.search.job import SearchSettings, embedding_matrix
-    from orca_beam.search.queries import VersionInfo, row_query
+    from orca_beam.search.job import SearchSettings
+    from orca_beam.search.queries import row_query
     from orca_beam.search.scores import score_matrix
-    from orca_beam.store.reader import current_rows
-    from orca_beam.store.version import latest_version_folder
+    from orca_beam.store.reader import current_rows, embedding_matrix
+    from orca_beam.store.version import VersionInfo, latest_version_folder
 
     build = timed([sys.executable, "-m", "pipelines.search", "build-index",
                    f"--embeddings={base / 'out'}", "--model=yamnet", "--runner=FnApiRunner"],

@@ -37,10 +37,10 @@ from orca_beam.search.job import (
     results_table,
     write_results,
 )
-from orca_beam.search.queries import VersionInfo, clip_query, row_query, table_queries
+from orca_beam.search.queries import clip_query, row_query, table_queries
 from orca_beam.search.scores import SCORES
 from orca_beam.search.topk import candidates_needed, rows_excluded
-from orca_beam.store.version import latest_version_folder
+from orca_beam.store.version import VersionInfo, version_folder
 from pipelines.cli import run_command
 
 LOG = logging.getLogger("orca_beam.search")
@@ -108,20 +108,6 @@ def _utc_us(text: str | None, flag: str) -> int | None:
         return round(parse_datetime(text).timestamp() * 1e6)
     except ValueError as exc:
         raise UsageError(f"{flag}: {exc}") from None
-
-
-def version_folder(root: str, model: str, version: str | None) -> str:
-    """The version folder to search: ``--version`` under ``<root>/<model>/``, else the latest."""
-    root = root.rstrip("/")
-    if version:
-        folder = f"{root}/{model}/{version}"
-        if not FileSystems.exists(f"{folder}/_version.json"):
-            raise UsageError(f"no version {version} under {root}/{model}/")
-        return folder
-    folder = latest_version_folder(root, model)
-    if folder is None:
-        raise UsageError(f"no {model} embeddings under {root}/{model}/")
-    return folder
 
 
 def build_index(argv: list[str]) -> dict:

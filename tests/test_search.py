@@ -161,7 +161,8 @@ def test_clip_query_time_filter_and_default_dedup(timed_store, tmp_path):
         f"--query={clip_file}#t=3,9", "--top_k=3", "--start=2021-10-01T01:00:00Z",
         "--end=2021-10-01T03:00:00+00:00"])
     got = pq.read_table(tmp_path / "results.parquet").to_pylist()
-    from orca_beam.search.queries import VersionInfo, clip_query
+    from orca_beam.search.queries import clip_query
+    from orca_beam.store.version import VersionInfo
     version = VersionInfo.read(latest_version_folder(str(base / "out"), "birdnet"))
     query = clip_query(f"{clip_file}#t=3,9", version)
     assert query.vectors.shape == (2, 1024)  # 6 s: two 3 s BirdNET windows
@@ -228,7 +229,8 @@ def test_several_queries_each_get_a_list_and_one_combined(birdnet_rows, tmp_path
     names = list(dict.fromkeys(r["query"] for r in got))
     assert len(names) == 4 and names[-1] == "combined:max" and summary["queries"] == 4
     assert sum(r["query"] == names[2] for r in got) == 4  # the yes row of the table
-    from orca_beam.search.queries import VersionInfo, clip_query
+    from orca_beam.search.queries import clip_query
+    from orca_beam.store.version import VersionInfo
     version = VersionInfo.read(latest_version_folder(str(output), "birdnet"))
     clip = clip_query(f"{rows['source'][c]}#t=0,3", version).vectors  # one window
     scores = oracle_scores(np.vstack([vectors[[a, b]], clip]), vectors, "cosine").max(axis=0)

@@ -29,7 +29,6 @@ from orca_beam.core import s3
 from orca_beam.search.job import (
     SEARCH_COLUMNS,
     SearchSettings,
-    embedding_matrix,
     filter_rows,
     result_lists,
     score_table,
@@ -40,6 +39,7 @@ from orca_beam.search.topk import Hit, best
 from orca_beam.store.manifest import iter_entries
 from orca_beam.store.reader import (
     ReadEntries,
+    embedding_matrix,
     iter_current_batches,
     keep_sources,
     shard_sources,

@@ -29,7 +29,7 @@ from orca_beam.core import s3
 from orca_beam.search.queries import Query
 from orca_beam.search.scores import combined, pooled_scores
 from orca_beam.search.topk import TopCandidates, deduplicated
-from orca_beam.store.reader import ReadCurrentRows
+from orca_beam.store.reader import ReadCurrentRows, embedding_matrix
 from orca_beam.store.schema import UTC_TIMESTAMP
 from orca_beam.tags import NAMESPACE
 
@@ -83,15 +83,6 @@ def filter_rows(batch: pa.RecordBatch | pa.Table, settings: SearchSettings) -> p
         mask = both(mask, pa.array([s is not None and fnmatch.fnmatchcase(s, settings.stream)
                                     for s in streams]))
     return table if mask is None else table.filter(mask)
-
-
-def embedding_matrix(table: pa.Table) -> np.ndarray:
-    """The ``embedding`` column as float32 [N, D]."""
-    column = table.column("embedding").combine_chunks()
-    if not len(column):
-        return np.zeros((0, 0), np.float32)
-    values = np.asarray(column.flatten(), np.float32)
-    return values.reshape(len(column), -1)
 
 
 def result_lists(queries: Sequence[Query], combine: str | None

@@ -17,12 +17,11 @@ from apache_beam.io.filesystems import FileSystems
 
 from orca_beam.core.audio import load_audio
 from orca_beam.core.errors import UsageError
-from orca_beam.core.registry import ModelSpec, get_model_spec
 from orca_beam.models.embed import embed_file
 from orca_beam.models.loading import cached_model
 from orca_beam.store.manifest import iter_entries
 from orca_beam.store.reader import read_current_rows_of_shard
-from orca_beam.store.version import VERSION_NAME, read_json
+from orca_beam.store.version import VersionInfo
 
 #: Seconds within which ``SOURCE@START_S`` must match a stored row's ``start_s``.
 ROW_MATCH_S = 1e-3
@@ -36,32 +35,6 @@ class Query:
     name: str
     vectors: np.ndarray = field(repr=False)
     excluded: tuple = ()
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    """What a version folder's ``_version.json`` says about the rows: the model's ``spec``
-    (hop and channel as extracted), its ``label`` (the rows' ``model_version``), ``handle``
-    and ``content_sha256``."""
-
-    folder: str
-    spec: ModelSpec
-    label: str
-    handle: str
-    content_sha256: str
-    channel: int | None
-
-    @staticmethod
-    def read(folder: str) -> VersionInfo:
-        """The VersionInfo of a version folder (local, gs:// or s3://)."""
-        info = read_json(f"{folder.rstrip('/')}/{VERSION_NAME}")
-        spec = get_model_spec(info["model"])
-        settings = info.get("settings", {})
-        if settings.get("hop_units", spec.hop_units) != spec.hop_units:
-            spec = spec.with_hop_units(settings["hop_units"])
-        channel = settings.get("channel", -1)
-        return VersionInfo(folder, spec, info["label"], info["handle"], info["content_sha256"],
-                           None if channel == -1 else channel)
 
 
 def parse_clip(text: str) -> tuple[str, float | None, float | None]:

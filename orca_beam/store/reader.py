@@ -18,6 +18,7 @@ import fnmatch
 from collections.abc import Iterable, Iterator, Sequence
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -65,6 +66,13 @@ def current_rows(folder: str | dict, columns: list[str] | None = None) -> pa.Tab
     return pa.concat_tables(tables) if tables else None
 
 
+def embedding_matrix(table: pa.Table) -> np.ndarray:
+    """The ``embedding`` column as float32 [N, D]."""
+    column = table.column("embedding").combine_chunks()
+    if not len(column):
+        return np.zeros((0, 0), np.float32)
+    values = np.asarray(column.flatten(), np.float32)
+    return values.reshape(len(column), -1)
 
 
 class _ListEntryShardsFn(beam.DoFn):

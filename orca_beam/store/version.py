@@ -15,6 +15,9 @@ from dataclasses import asdict, dataclass, field
 
 from apache_beam.io.filesystems import FileSystems
 
+from orca_beam.core.errors import UsageError
+from orca_beam.core.registry import ModelSpec, get_model_spec
+
 COMMIT_NAME = "_commit.json"
 #: The single-document manifest of versions written before the sharded form (read, never
 #: written).
@@ -86,3 +89,43 @@ def latest_version_folder(root: str, model: str) -> str | None:
         return ""
 
     return max((written_at(f), f) for f in folders)[1]
+
+
+def version_folder(root: str, model: str, version: str | None) -> str:
+    """The version folder a stage reads: ``--version`` under ``<root>/<model>/``, else the latest."""
+    root = root.rstrip("/")
+    if version:
+        folder = f"{root}/{model}/{version}"
+        if not FileSystems.exists(f"{folder}/_version.json"):
+            raise UsageError(f"no version {version} under {root}/{model}/")
+        return folder
+    folder = latest_version_folder(root, model)
+    if folder is None:
+        raise UsageError(f"no {model} embeddings under {root}/{model}/")
+    return folder
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """What a version folder's ``_version.json`` says about the rows: the model's ``spec``
+    (hop and channel as extracted), its ``label`` (the rows' ``model_version``), ``handle``
+    and ``content_sha256``."""
+
+    folder: str
+    spec: ModelSpec
+    label: str
+    handle: str
+    content_sha256: str
+    channel: int | None
+
+    @staticmethod
+    def read(folder: str) -> VersionInfo:
+        """The VersionInfo of a version folder (local, gs:// or s3://)."""
+        info = read_json(f"{folder.rstrip('/')}/{VERSION_NAME}")
+        spec = get_model_spec(info["model"])
+        settings = info.get("settings", {})
+        if settings.get("hop_units", spec.hop_units) != spec.hop_units:
+            spec = spec.with_hop_units(settings["hop_units"])
+        channel = settings.get("channel", -1)
+        return VersionInfo(folder, spec, info["label"], info["handle"], info["content_sha256"],
+                           None if channel == -1 else channel)

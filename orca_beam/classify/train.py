@@ -1,0 +1,157 @@
+"""Training: labelled windows -> a :class:`LinearClassifier`, its cross-validated metrics and
+its thresholds, written as ``classifier.json`` and ``metrics.json``.
+
+Cross-validation: ``folds``-fold, every window of one source in one fold, each label set's
+sources spread evenly over the folds (:func:`~orca_beam.classify.metrics.group_folds`). Each
+fold's model is fitted on the other folds with the same settings (normalisation estimated on
+them too); its scores on the held-out fold are the out-of-fold scores. Metrics per class are
+computed on the out-of-fold scores of the windows with an explicit label for that class (weight
+1: weak negatives are not labels): average precision, ROC-AUC, and F1 at the suggested
+threshold. The suggested threshold of a class is the out-of-fold score threshold of best F1
+(:func:`~orca_beam.classify.metrics.best_f1_threshold`); its F1 is therefore optimistic, and is
+reported as chosen that way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+
+from orca_beam.classify.examples import Examples, LabelSettings, gather_examples
+from orca_beam.classify.linear import LinearClassifier, fit_logistic, normalization
+from orca_beam.classify.metrics import (
+    average_precision,
+    best_f1_threshold,
+    f1_at,
+    group_folds,
+    roc_auc,
+)
+from orca_beam.store.version import VERSION_NAME, read_json, utc_now
+
+LOG = logging.getLogger(__name__)
+CLASSIFIER_NAME = "classifier.json"
+METRICS_NAME = "metrics.json"
+THRESHOLD_RULE = ("per class, the out-of-fold score threshold of best F1 over the windows "
+                  "labelled for that class (midway between the lowest score called positive "
+                  "and the next below)")
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How the model is fitted: input normalisation (one of ``linear.NORMALIZE``), the L2
+    penalty, the number of cross-validation folds and the seed of the fold assignment."""
+
+    normalize: str = "standard"
+    l2: float = 1e-2
+    folds: int = 5
+    seed: int = 0
+
+
+def fit(vectors: np.ndarray, targets: np.ndarray, weights: np.ndarray, settings: FitSettings
+        ) -> tuple[np.ndarray, np.ndarray, bool, np.ndarray, np.ndarray]:
+    """(weights [C, D], bias [C], l2_normalize, center [D], scale [D]) fitted on these windows."""
+    l2_normalize, center, scale = normalization(vectors, settings.normalize)
+    x = np.asarray(vectors, np.float64)
+    if l2_normalize:
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    w, b = fit_logistic((x - center) / scale, targets, weights, settings.l2)
+    return w, b, l2_normalize, center, scale
+
+
+def out_of_fold_scores(examples: Examples, settings: FitSettings) -> np.ndarray:
+    """Scores [N, C] of each window by the model fitted without its fold."""
+    folds = group_folds([k[0] for k in examples.keys], examples.strata, settings.folds,
+                        settings.seed)
+    scores = np.full(examples.targets.shape, np.nan)
+    for fold in range(settings.folds):
+        held = folds == fold
+        if not held.any() or held.all():
+            continue
+        w, b, l2n, center, scale = fit(examples.vectors[~held], examples.targets[~held],
+                                       examples.weights[~held], settings)
+        model = LinearClassifier(examples.classes, w, b, center, scale, l2n,
+                                 np.full(len(examples.classes), 0.5))
+        scores[held] = model.scores(examples.vectors[held])
+    return scores
+
+
+def class_metrics(examples: Examples, scores: np.ndarray) -> tuple[dict, np.ndarray]:
+    """Per class: windows, positives (and the sources holding them), average precision, ROC-AUC,
+    the suggested threshold and F1 there, over the explicitly labelled windows; plus the
+    thresholds [C]."""
+    per_class, thresholds = {}, []
+    sources = np.array([k[0] for k in examples.keys], dtype=object)
+    for i, name in enumerate(examples.classes):
+        labelled = (examples.weights[:, i] >= 1.0) & ~np.isnan(scores[:, i])
+        y, s = examples.targets[labelled, i], scores[labelled, i]
+        threshold = best_f1_threshold(y, s)
+        thresholds.append(threshold)
+        per_class[name] = {
+            "windows": int(labelled.sum()), "positives": int(y.sum()),
+            "positive_sources": len(set(sources[examples.targets[:, i] > 0])),
+            "average_precision": average_precision(y, s), "roc_auc": roc_auc(y, s),
+            "threshold": threshold, "f1_at_threshold": f1_at(y, s, threshold) if len(y) else None,
+        }
+    return per_class, np.asarray(thresholds)
+
+
+def macro(per_class: dict, key: str) -> float | None:
+    """The mean of ``key`` over the classes it can be measured on (None if none): those with
+    positives in at least two sources, so that every held-out positive had another source's
+    positives to learn from."""
+    values = [m[key] for m in per_class.values()
+              if m[key] is not None and m["positive_sources"] >= 2]
+    return float(np.mean(values)) if values else None
+
+
+def train(folder: str, labels: LabelSettings, settings: FitSettings, output: str) -> dict:
+    """Trains on version ``folder``'s rows labelled by ``labels``; writes
+    ``<output>/classifier.json`` and ``<output>/metrics.json``; returns the metrics document."""
+    started = time.time()
+    examples = gather_examples(folder, labels)
+    gathered_s = time.time() - started
+    LOG.info("%d windows (%d classes) gathered in %.1f s", len(examples.keys),
+             len(examples.classes), gathered_s)
+    scores = out_of_fold_scores(examples, settings)
+    per_class, thresholds = class_metrics(examples, scores)
+    w, b, l2n, center, scale = fit(examples.vectors, examples.targets, examples.weights, settings)
+    version = read_json(f"{folder.rstrip('/')}/{VERSION_NAME}")
+    metrics = {
+        "classes": per_class,
+        "macro": {"average_precision": macro(per_class, "average_precision"),
+                  "roc_auc": macro(per_class, "roc_auc"),
+                  "f1_at_threshold": macro(per_class, "f1_at_threshold")},
+        "cross_validation": f"{settings.folds}-fold, sources grouped, stratified by label set",
+        "macro_over": "classes with positives in at least 2 sources "
+                      f"({sum(m['positive_sources'] >= 2 for m in per_class.values())} of "
+                      f"{len(per_class)})",
+        "threshold_rule": THRESHOLD_RULE,
+        "labels": examples.counts,
+        "wall_s": {"gather": round(gathered_s, 3), "total": round(time.time() - started, 3)},
+    }
+    meta = {
+        "embedding": {"model": version["model"], "version_id": version["version_id"],
+                      "model_version": version["label"], "standin": version.get("standin"),
+                      "folder": folder, "dim": int(examples.vectors.shape[1])},
+        "labels": {"table": labels.table, "column": labels.column, "digest": examples.digest,
+                   **{k: v for k, v in examples.counts.items() if k != "unmatched_sample"}},
+        "settings": {**asdict(settings), **{k: v for k, v in asdict(labels).items()
+                                            if k not in ("table", "column")}},
+        "threshold_rule": THRESHOLD_RULE,
+        "metrics": {"macro": metrics["macro"],
+                    "average_precision": {c: m["average_precision"]
+                                          for c, m in per_class.items()}},
+        "trained_at": utc_now(),
+    }
+    classifier = LinearClassifier(examples.classes, w, b, center, scale, l2n, thresholds, meta)
+    out = output.rstrip("/")
+    classifier.save(f"{out}/{CLASSIFIER_NAME}")
+    metrics["wall_s"]["total"] = round(time.time() - started, 3)
+    with FileSystems.create(f"{out}/{METRICS_NAME}") as handle:
+        handle.write(json.dumps(metrics, indent=2).encode())
+    return metrics

@@ -1,0 +1,115 @@
+"""A linear classifier on the stored embeddings: train on a few labels, apply it to every row,
+review its hits, and train again:
+
+    python -m pipelines.classify train --embeddings out/ --model birdnet \
+        --label_table labels.csv --label_column label --output clf/
+
+``train`` writes ``clf/classifier.json`` (weights, classes, thresholds, the embedding version it
+was trained on) and ``clf/metrics.json`` (cross-validated average precision, ROC-AUC and F1 per
+class).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from orca_beam.classify.examples import WEAK_WEIGHT, LabelSettings
+from orca_beam.classify.linear import NORMALIZE
+from orca_beam.classify.train import CLASSIFIER_NAME, METRICS_NAME, FitSettings, train
+from orca_beam.core import s3
+from orca_beam.core.errors import UsageError
+from orca_beam.core.registry import MODELS
+from orca_beam.store.version import version_folder
+from pipelines.cli import run_command
+
+LOG = logging.getLogger("orca_beam.classify")
+COMMANDS = ("train",)
+
+
+def _version_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--embeddings", required=True,
+                   help="An extraction's --output folder (local, gs:// or s3://).")
+    p.add_argument("--model", required=True, choices=sorted(MODELS), help="The rows' model.")
+    p.add_argument("--version", default=None,
+                   help="A version id under <embeddings>/<model>/ (default: the latest).")
+
+
+def train_parser() -> argparse.ArgumentParser:
+    """The ``train`` flags."""
+    p = argparse.ArgumentParser(prog="python -m pipelines.classify train")
+    _version_flags(p)
+    p.add_argument("--label_table", required=True,
+                   help="Labels keyed by file (as the extraction's --label_table) or by window "
+                        "(source, start_s, end_s[, verdict]: the review page's export).")
+    p.add_argument("--label_column", default="label",
+                   help="The column holding the class (default: label).")
+    p.add_argument("--negative_label", default=None,
+                   help="A label value that marks a window negative for every class.")
+    p.add_argument("--weak_negatives", type=int, default=1000,
+                   help="Random unlabelled windows taken as negatives of small weight "
+                        "(default 1000; 0: none).")
+    p.add_argument("--weak_weight", type=float, default=WEAK_WEIGHT,
+                   help=f"Their weight (default {WEAK_WEIGHT:g}, as perch-hoplite).")
+    p.add_argument("--normalize", choices=NORMALIZE, default="standard",
+                   help="Input normalisation before the linear layer (default: standard, each "
+                        "dimension to zero mean and unit variance over the training windows).")
+    p.add_argument("--l2", type=float, default=FitSettings.l2,
+                   help=f"L2 penalty on the weights (default {FitSettings.l2:g}).")
+    p.add_argument("--folds", type=int, default=FitSettings.folds,
+                   help=f"Cross-validation folds (default {FitSettings.folds}).")
+    p.add_argument("--seed", type=int, default=0, help="Seed of the folds and the weak sample.")
+    p.add_argument("--output", required=True,
+                   help="Folder for classifier.json and metrics.json (local, gs://, s3://).")
+    return p
+
+
+def run_train(argv: list[str]) -> dict:
+    """``train``: returns the metrics (also in <output>/metrics.json)."""
+    options, beam_args = train_parser().parse_known_args(argv)
+    if options.folds < 2:
+        raise UsageError("--folds must be >= 2")
+    if options.weak_negatives < 0 or options.weak_weight < 0 or options.l2 < 0:
+        raise UsageError("--weak_negatives, --weak_weight and --l2 must be >= 0")
+    s3.install()
+    FileSystems.set_options(PipelineOptions(beam_args))
+    folder = version_folder(options.embeddings, options.model, options.version)
+    labels = LabelSettings(options.label_table, options.label_column, options.negative_label,
+                           options.weak_negatives, options.weak_weight, options.seed)
+    settings = FitSettings(options.normalize, options.l2, options.folds, options.seed)
+    metrics = train(folder, labels, settings, options.output)
+    out = options.output.rstrip("/")
+    counts = metrics["labels"]
+    print(f"train: {counts['windows']} labelled windows ({len(metrics['classes'])} classes), "
+          f"{counts['weak_negatives']} weak negatives, {counts['unmatched_labels']} labels "
+          f"matching no row; cross-validated macro average precision "
+          f"{_fmt(metrics['macro']['average_precision'])}, ROC-AUC "
+          f"{_fmt(metrics['macro']['roc_auc'])}; {metrics['wall_s']['total']:.1f} s; "
+          f"{out}/{CLASSIFIER_NAME}, {out}/{METRICS_NAME}")
+    return metrics
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def run(argv: list[str] | None = None) -> dict:
+    """Runs one subcommand (``train``); returns its result."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
+        raise UsageError(f"give a command: {' | '.join(COMMANDS)} (python -m pipelines.classify "
+                         "COMMAND --help)")
+    return {"train": run_train}[argv[0]](argv[1:])
+
+
+def main() -> None:
+    """The command line: a UsageError is one line on stderr and exit status 2."""
+    run_command(run)
+
+
+if __name__ == "__main__":
+    main()
