@@ -4,31 +4,38 @@ review its hits, and train again:
     python -m pipelines.classify train --embeddings out/ --model birdnet \
         --label_table labels.csv --label_column label --output clf/
 
+    python -m pipelines.classify apply --classifier clf/classifier.json --embeddings out/ \
+        --model birdnet --output scores/
+
 ``train`` writes ``clf/classifier.json`` (weights, classes, thresholds, the embedding version it
 was trained on) and ``clf/metrics.json`` (cross-validated average precision, ROC-AUC and F1 per
-class).
+class). ``apply`` (a Beam job; Beam's flags pass through) scores every current row into
+``scores/`` (a derived table: a re-run scores only new row shards) and writes
+``detections.parquet``, ``detections.csv`` and ``events.csv`` there.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+import time
 
+import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
 
+from orca_beam.classify.apply import DEFAULT_EVENT_GAP_S, ApplySettings, ScoreVersion
 from orca_beam.classify.examples import WEAK_WEIGHT, LabelSettings
 from orca_beam.classify.linear import NORMALIZE
 from orca_beam.classify.train import CLASSIFIER_NAME, METRICS_NAME, FitSettings, train
-from orca_beam.core import s3
 from orca_beam.core.errors import UsageError
 from orca_beam.core.registry import MODELS
 from orca_beam.store.version import version_folder
-from pipelines.cli import run_command
+from pipelines.cli import beam_options, counter_totals, run_command
 
 LOG = logging.getLogger("orca_beam.classify")
-COMMANDS = ("train",)
+COMMANDS = ("train", "apply")
 
 
 def _version_flags(p: argparse.ArgumentParser) -> None:
@@ -75,8 +82,7 @@ def run_train(argv: list[str]) -> dict:
         raise UsageError("--folds must be >= 2")
     if options.weak_negatives < 0 or options.weak_weight < 0 or options.l2 < 0:
         raise UsageError("--weak_negatives, --weak_weight and --l2 must be >= 0")
-    s3.install()
-    FileSystems.set_options(PipelineOptions(beam_args))
+    beam_options(beam_args)
     folder = version_folder(options.embeddings, options.model, options.version)
     labels = LabelSettings(options.label_table, options.label_column, options.negative_label,
                            options.weak_negatives, options.weak_weight, options.seed)
@@ -93,6 +99,61 @@ def run_train(argv: list[str]) -> dict:
     return metrics
 
 
+def apply_parser() -> argparse.ArgumentParser:
+    """The ``apply`` flags (Beam's own pass through)."""
+    p = argparse.ArgumentParser(prog="python -m pipelines.classify apply")
+    p.add_argument("--classifier", required=True, help="A classifier.json (train's output).")
+    _version_flags(p)
+    p.add_argument("--output", required=True,
+                   help="The scores folder (local, gs://, s3://): the scores of every row, "
+                        "detections.parquet, detections.csv, events.csv. Re-runs score only "
+                        "row shards it has no scores for.")
+    p.add_argument("--event_gap_s", type=float, default=DEFAULT_EVENT_GAP_S,
+                   help="Detections of one class in one stream at most this far apart (seconds "
+                        f"from one's end to the next's start) are one event (default "
+                        f"{DEFAULT_EVENT_GAP_S:g}).")
+    return p
+
+
+def run_apply(argv: list[str]) -> dict:
+    """``apply``: a Beam job; returns its summary (also <output>/apply_summary.json)."""
+    started = time.time()
+    options, beam_args = apply_parser().parse_known_args(argv)
+    if options.event_gap_s < 0:
+        raise UsageError("--event_gap_s must be >= 0")
+    options_ = beam_options(beam_args)
+    folder = version_folder(options.embeddings, options.model, options.version)
+    if not FileSystems.exists(options.classifier):
+        raise UsageError(f"--classifier {options.classifier} does not exist")
+    settings = ApplySettings.of(options.classifier, folder, options.output, options.event_gap_s)
+    pipeline = beam.Pipeline(options=options_)
+    score = ScoreVersion(settings)
+    _ = pipeline | "ScoreVersion" >> score
+    result = pipeline.run()
+    result.wait_until_finish()
+    counts = counter_totals(result, lambda n: n.startswith(("score_", "detections", "events")))
+    summary = {
+        "version": folder, "classifier": options.classifier,
+        "classifier_sha256": settings.classifier_sha256, "classes": list(settings.classes),
+        "thresholds": dict(zip(settings.classes, settings.thresholds, strict=True)),
+        "event_gap_s": settings.event_gap_s,
+        "shards_to_score": len(score.to_score), "shards_kept": len(score.kept),
+        "rows_scored": counts.get("score_rows_scored", 0),
+        "rows_kept": counts.get("score_rows_kept", 0),
+        "detections": counts.get("detections", 0), "events": counts.get("events", 0),
+        "detections_per_class": {c: counts.get(f"detections_{c}", 0) for c in settings.classes},
+        "wall_s": round(time.time() - started, 3),
+    }
+    out = options.output.rstrip("/")
+    with FileSystems.create(f"{out}/apply_summary.json") as handle:
+        handle.write(json.dumps(summary, indent=2).encode())
+    print(f"apply: {summary['rows_scored']} rows scored in {len(score.to_score)} new shards, "
+          f"{summary['rows_kept']} rows' scores kept from {len(score.kept)} shards; "
+          f"{summary['detections']} detections, {summary['events']} events in "
+          f"{summary['wall_s']:.1f} s; {out}/detections.csv, {out}/events.csv")
+    return summary
+
+
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
@@ -103,7 +164,7 @@ def run(argv: list[str] | None = None) -> dict:
     if not argv or argv[0] not in COMMANDS:
         raise UsageError(f"give a command: {' | '.join(COMMANDS)} (python -m pipelines.classify "
                          "COMMAND --help)")
-    return {"train": run_train}[argv[0]](argv[1:])
+    return {"train": run_train, "apply": run_apply}[argv[0]](argv[1:])
 
 
 def main() -> None:

@@ -22,9 +22,7 @@ import time
 import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
 
-from orca_beam.core import s3
 from orca_beam.core.errors import UsageError
 from orca_beam.core.hls import parse_datetime
 from orca_beam.core.registry import MODELS
@@ -41,7 +39,7 @@ from orca_beam.search.queries import clip_query, row_query, table_queries
 from orca_beam.search.scores import SCORES
 from orca_beam.search.topk import candidates_needed, rows_excluded
 from orca_beam.store.version import VersionInfo, version_folder
-from pipelines.cli import run_command
+from pipelines.cli import beam_options, counter_totals, run_command
 
 LOG = logging.getLogger("orca_beam.search")
 #: Default --min_gap_s: hits of one stream or file closer than this are one call (seconds).
@@ -118,21 +116,15 @@ def build_index(argv: list[str]) -> dict:
     p.add_argument("--model", required=True, choices=sorted(MODELS))
     p.add_argument("--version", default=None)
     options, beam_args = p.parse_known_args(argv)
-    beam_options = PipelineOptions(beam_args or ["--runner=FnApiRunner"])
-    s3.install()
-    FileSystems.set_options(beam_options)
+    pipeline = beam.Pipeline(options=beam_options(beam_args))
     folder = version_folder(options.embeddings, options.model, options.version)
-    pipeline = beam.Pipeline(options=beam_options)
     _ = pipeline | "BuildIndex" >> BuildIndex(folder)
     result = pipeline.run()
     result.wait_until_finish()
     names = {"index_shards_built": "built", "index_shards_kept": "kept",
              "index_rows_indexed": "rows_indexed"}
-    totals = dict.fromkeys(names.values(), 0)
-    for counter in result.metrics().query()["counters"]:
-        name = names.get(counter.key.metric.name)
-        if name is not None:
-            totals[name] += counter.committed or counter.attempted or 0
+    counts = counter_totals(result, names.__contains__)
+    totals = {short: counts.get(name, 0) for name, short in names.items()}
     print(f"index: {folder}/{INDEX_DIR}/: {totals['built']} shards indexed "
           f"({totals['rows_indexed']} rows), {totals['kept']} already indexed")
     return {"folder": folder, **totals}
@@ -152,9 +144,7 @@ def run(argv: list[str] | None = None) -> dict:
         raise UsageError("--top_k must be >= 1")
     if options.min_gap_s < 0:
         raise UsageError("--min_gap_s must be >= 0")
-    beam_options = PipelineOptions(beam_args or ["--runner=FnApiRunner"])
-    s3.install()
-    FileSystems.set_options(beam_options)
+    options_ = beam_options(beam_args)
     folder = version_folder(options.embeddings, options.model, options.version)
     version = VersionInfo.read(folder)
     queries = [clip_query(text, version, options.model_handle) for text in options.query]
@@ -185,7 +175,7 @@ def run(argv: list[str] | None = None) -> dict:
             "hits": table.num_rows, "rows_scanned": counts["rows_rescored"],
             "rows_searched": counts["rows_rescored"], "wall_s": round(wall_s, 3)})
     else:
-        pipeline = beam.Pipeline(options=beam_options)
+        pipeline = beam.Pipeline(options=options_)
         _ = pipeline | "Search" >> ExactSearch(folder, queries, settings,
                                                model_version=version.label,
                                                output=options.output, started_s=started,

@@ -14,6 +14,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 from apache_beam.io.filesystems import FileSystems
@@ -269,3 +270,74 @@ def test_search_plays_an_hls_hit_cut_at_its_utc_time(archive, s3_emulator, stand
         found = (lo + int(np.argmax(score)) - middle) / rate  # the clip's own start
         print(f"hit {n}: clip starts {found - expected:+.4f} s from start_s - context")
         assert abs(found - expected) <= 0.010, (n, found, expected)
+
+
+def test_apply_over_a_growing_hls_folder_scores_only_the_new_segments(orca_calls, s3_emulator,
+                                                                      standin_dir, tmp_path):
+    """A nightly loop over an Orcasound Lab folder in the bucket: extract, apply; the folder
+    grows; extract, apply. The second apply scores only the new segments' rows (counters), keeps
+    the others' scores, and every detection carries its row's start_utc and a bout link there."""
+    from orca_beam.classify.linear import LinearClassifier
+    from orca_beam.store.reader import embedding_matrix
+    from orca_beam.store.version import VersionInfo
+    from pipelines import classify
+
+    node, folder_s = "rpi_orcasound_lab", FIRST_S + 7200
+    samples, _ = sf.read(str(orca_calls / "hydrophone" / "210825-1925_L-highlight.wav"),
+                         dtype="float32", always_2d=True)
+    local = tmp_path / "node" / str(folder_s)
+    write_hls_folder(np.tile(samples[:, :1], (4, 1))[:48000 * 60], local,
+                     first_pdt=datetime.fromtimestamp(folder_s + 1.5, UTC))
+    key = f"audio-orcasound-net/{node}/hls/{folder_s}"
+    lines = (local / PLAYLIST_NAME).read_text().splitlines()
+    cut = lines.index("live002.ts")
+    early = tmp_path / "early"
+    early.mkdir()
+    (early / PLAYLIST_NAME).write_text("\n".join(lines[:cut + 1]) + "\n")
+    for name in ("live000.ts", "live001.ts", "live002.ts"):
+        (early / name).write_bytes((local / name).read_bytes())
+    s3_emulator.upload(early, key)
+    s3_args = [f"--s3_endpoint_url={s3_emulator.endpoint}", "--s3_anonymous"]
+    out, scores = tmp_path / "out", tmp_path / "scores"
+
+    def nightly() -> tuple[dict, dict]:
+        extract.run([f"--input={s3_emulator.url(f'audio-orcasound-net/{node}/hls/')}",
+                     f"--start={datetime.fromtimestamp(folder_s, UTC).isoformat()}",
+                     f"--end={datetime.fromtimestamp(folder_s + 3600, UTC).isoformat()}",
+                     f"--output={out}", "--model=yamnet",
+                     f"--model_handle=yamnet={standin_dir / 'yamnet'}",
+                     "--projector_point=none", *s3_args])
+        folder = latest_version_folder(str(out), "yamnet")
+        table = current_rows(folder, ["source", "start_s", "start_utc", "embedding"])
+        rows = {(r["source"], r["start_s"]): r["start_utc"]
+                for r in table.select(["source", "start_s", "start_utc"]).to_pylist()}
+        if not (tmp_path / "classifier.json").exists():  # the direction of one row, thresholded
+            x = embedding_matrix(table).astype(np.float64)  # at the first night's median
+            w = x[len(x) // 2] / np.linalg.norm(x[len(x) // 2])
+            info = VersionInfo.read(folder)
+            model = LinearClassifier(
+                ["orca"], w[None, :], np.zeros(1), np.zeros(len(w)), np.ones(len(w)), False,
+                np.array([float(np.median(1 / (1 + np.exp(-(x @ w)))))]),
+                {"embedding": {"version_id": folder.rsplit("/", 1)[-1],
+                               "model_version": info.label}})
+            model.save(str(tmp_path / "classifier.json"))
+        summary = classify.run(["apply", f"--classifier={tmp_path / 'classifier.json'}",
+                                f"--embeddings={out}", "--model=yamnet", f"--output={scores}",
+                                *s3_args])
+        return rows, summary
+
+    first_rows, first = nightly()
+    s3_emulator.upload(local, key)  # the rest of the segments and the full playlist
+    rows, second = nightly()
+    new_rows = [k for k in rows if k not in first_rows]
+    assert first["rows_scored"] == len(first_rows) and first["rows_kept"] == 0
+    assert all(not k[0].endswith(("live000.ts", "live001.ts")) for k in new_rows)
+    assert (second["rows_scored"], second["rows_kept"]) == (len(new_rows), len(first_rows))
+    assert second["shards_kept"] == 1 and second["shards_to_score"] == 1
+    detections = pq.read_table(scores / "detections.parquet").to_pylist()
+    assert len(detections) == second["detections"] >= len(rows) // 3
+    for d in detections:
+        assert d["start_utc"] == rows[(d["source"], d["start_s"])]
+        stamp = d["start_utc"].strftime("%Y-%m-%dT%H%%3A%M%%3A%S.%f")[:-3] + "Z"
+        assert d["review_url"] == (
+            f"https://live.orcasound.net/bouts/new/orcasound-lab?time={stamp}")

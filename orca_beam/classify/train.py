@@ -36,9 +36,11 @@ from orca_beam.store.version import VERSION_NAME, read_json, utc_now
 LOG = logging.getLogger(__name__)
 CLASSIFIER_NAME = "classifier.json"
 METRICS_NAME = "metrics.json"
-THRESHOLD_RULE = ("per class, the out-of-fold score threshold of best F1 over the windows "
-                  "labelled for that class (midway between the lowest score called positive "
-                  "and the next below)")
+#: A class's threshold when it cannot be measured (positives in fewer than 2 sources).
+DEFAULT_THRESHOLD = 0.5
+THRESHOLD_RULE = ("per class with positives in at least 2 sources, the out-of-fold score "
+                  "threshold of best F1 over the windows labelled for that class (midway between "
+                  "the lowest score called positive and the next below); 0.5 for the others")
 
 
 @dataclass(frozen=True)
@@ -89,11 +91,13 @@ def class_metrics(examples: Examples, scores: np.ndarray) -> tuple[dict, np.ndar
     for i, name in enumerate(examples.classes):
         labelled = (examples.weights[:, i] >= 1.0) & ~np.isnan(scores[:, i])
         y, s = examples.targets[labelled, i], scores[labelled, i]
-        threshold = best_f1_threshold(y, s)
+        positive_sources = len(set(sources[examples.targets[:, i] > 0]))
+        threshold = (best_f1_threshold(y, s, DEFAULT_THRESHOLD) if positive_sources >= 2
+                     else DEFAULT_THRESHOLD)
         thresholds.append(threshold)
         per_class[name] = {
             "windows": int(labelled.sum()), "positives": int(y.sum()),
-            "positive_sources": len(set(sources[examples.targets[:, i] > 0])),
+            "positive_sources": positive_sources,
             "average_precision": average_precision(y, s), "roc_auc": roc_auc(y, s),
             "threshold": threshold, "f1_at_threshold": f1_at(y, s, threshold) if len(y) else None,
         }
