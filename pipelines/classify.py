@@ -25,17 +25,27 @@ import time
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from orca_beam.classify.apply import DEFAULT_EVENT_GAP_S, ApplySettings, ScoreVersion
+from orca_beam.classify.apply import (
+    DEFAULT_EVENT_GAP_S,
+    ApplySettings,
+    ScoreVersion,
+    csv_line,
+)
 from orca_beam.classify.examples import WEAK_WEIGHT, LabelSettings
-from orca_beam.classify.linear import NORMALIZE
+from orca_beam.classify.linear import NORMALIZE, LinearClassifier
+from orca_beam.classify.review import SELECTIONS, SelectForReview, Selection
 from orca_beam.classify.train import CLASSIFIER_NAME, METRICS_NAME, FitSettings, train
 from orca_beam.core.errors import UsageError
 from orca_beam.core.registry import MODELS
+from orca_beam.review.page import DEFAULT_CONTEXT_S, write_review
+from orca_beam.store.derived import read_derived_commit
 from orca_beam.store.version import version_folder
 from pipelines.cli import beam_options, counter_totals, run_command
 
 LOG = logging.getLogger("orca_beam.classify")
-COMMANDS = ("train", "apply")
+SELECTION_COLUMNS = ["rank", "query", "score", "source", "stream", "start_s", "end_s",
+                     "start_utc"]
+COMMANDS = ("train", "apply", "review")
 
 
 def _version_flags(p: argparse.ArgumentParser) -> None:
@@ -50,9 +60,10 @@ def train_parser() -> argparse.ArgumentParser:
     """The ``train`` flags."""
     p = argparse.ArgumentParser(prog="python -m pipelines.classify train")
     _version_flags(p)
-    p.add_argument("--label_table", required=True,
+    p.add_argument("--label_table", required=True, action="append",
                    help="Labels keyed by file (as the extraction's --label_table) or by window "
-                        "(source, start_s, end_s[, verdict]: the review page's export).")
+                        "(source, start_s, end_s[, verdict]: the review page's export). "
+                        "Repeatable: the first labels plus each review's export.")
     p.add_argument("--label_column", default="label",
                    help="The column holding the class (default: label).")
     p.add_argument("--negative_label", default=None,
@@ -70,6 +81,9 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=FitSettings.folds,
                    help=f"Cross-validation folds (default {FitSettings.folds}).")
     p.add_argument("--seed", type=int, default=0, help="Seed of the folds and the weak sample.")
+    p.add_argument("--baseline", default=None, metavar="CLASSIFIER.json",
+                   help="An earlier round's classifier: its labels are cross-validated on this "
+                        "round's folds and held-out windows too (metrics.json 'baseline').")
     p.add_argument("--output", required=True,
                    help="Folder for classifier.json and metrics.json (local, gs://, s3://).")
     return p
@@ -84,17 +98,32 @@ def run_train(argv: list[str]) -> dict:
         raise UsageError("--weak_negatives, --weak_weight and --l2 must be >= 0")
     beam_options(beam_args)
     folder = version_folder(options.embeddings, options.model, options.version)
-    labels = LabelSettings(options.label_table, options.label_column, options.negative_label,
+    labels = LabelSettings(tuple(options.label_table), options.label_column, options.negative_label,
                            options.weak_negatives, options.weak_weight, options.seed)
     settings = FitSettings(options.normalize, options.l2, options.folds, options.seed)
-    metrics = train(folder, labels, settings, options.output)
+    baseline = None
+    if options.baseline:
+        if not FileSystems.exists(options.baseline):
+            raise UsageError(f"--baseline {options.baseline} does not exist")
+        meta = LinearClassifier.load(options.baseline).meta
+        settings_ = meta.get("settings", {})
+        baseline = LabelSettings(tuple(meta["labels"]["tables"]), meta["labels"]["column"],
+                                 settings_.get("negative_label"),
+                                 settings_.get("weak_negatives", options.weak_negatives),
+                                 settings_.get("weak_weight", options.weak_weight),
+                                 settings_.get("seed", options.seed))
+    metrics = train(folder, labels, settings, options.output, baseline)
     out = options.output.rstrip("/")
     counts = metrics["labels"]
     print(f"train: {counts['windows']} labelled windows ({len(metrics['classes'])} classes), "
           f"{counts['weak_negatives']} weak negatives, {counts['unmatched_labels']} labels "
           f"matching no row; cross-validated macro average precision "
           f"{_fmt(metrics['macro']['average_precision'])}, ROC-AUC "
-          f"{_fmt(metrics['macro']['roc_auc'])}; {metrics['wall_s']['total']:.1f} s; "
+          f"{_fmt(metrics['macro']['roc_auc'])}"
+          + (f" (baseline's labels on the same folds: "
+             f"{_fmt(metrics['baseline']['macro']['average_precision'])})"
+             if "baseline" in metrics else "")
+          + f"; {metrics['wall_s']['total']:.1f} s; "
           f"{out}/{CLASSIFIER_NAME}, {out}/{METRICS_NAME}")
     return metrics
 
@@ -154,6 +183,78 @@ def run_apply(argv: list[str]) -> dict:
     return summary
 
 
+def review_parser() -> argparse.ArgumentParser:
+    """The ``review`` flags (Beam's own pass through)."""
+    p = argparse.ArgumentParser(prog="python -m pipelines.classify review")
+    p.add_argument("--scores", required=True, help="apply's --output folder.")
+    p.add_argument("--class", dest="class_name", required=True, help="The class to review.")
+    p.add_argument("--output", required=True, help="Folder for the review page.")
+    p.add_argument("--select", choices=SELECTIONS, default="top",
+                   help="top: the highest scores (default); margin: those nearest the "
+                        "threshold; bins: --n at random from each score quantile bin "
+                        "(edges at the 0.5, 0.75, 0.875 quantiles).")
+    p.add_argument("--n", type=int, default=25, help="Windows to show (per bin with bins; "
+                                                      "default 25).")
+    p.add_argument("--exclude", action="append", default=[], metavar="TABLE",
+                   help="Leave out the windows this label table labels (the classifier's own "
+                        "label tables are always left out). Repeatable.")
+    p.add_argument("--context_s", type=float, default=DEFAULT_CONTEXT_S,
+                   help=f"Seconds of audio each side (default {DEFAULT_CONTEXT_S:g}).")
+    p.add_argument("--seed", type=int, default=0, help="Seed of the bins' draws.")
+    return p
+
+
+def _write_review_page(chosen: tuple[list, dict], out: str, context_s: float, title: str
+                       ) -> None:
+    hits, info = chosen
+    page = write_review(hits, f"{out}/review", context_s=context_s, title=title)
+    lines = [csv_line(h, SELECTION_COLUMNS) for h in hits]
+    with FileSystems.create(f"{out}/selection.csv") as handle:
+        handle.write(("\n".join([",".join(SELECTION_COLUMNS), *lines]) + "\n").encode())
+    with FileSystems.create(f"{out}/review_summary.json") as handle:
+        handle.write(json.dumps({**info, "review": page, "hits": len(hits)}, indent=2).encode())
+
+
+def run_review(argv: list[str]) -> dict:
+    """``review``: a Beam job choosing the windows, then the page; returns the summary (also
+    <output>/review_summary.json)."""
+    options, beam_args = review_parser().parse_known_args(argv)
+    if options.n < 1:
+        raise UsageError("--n must be >= 1")
+    options_ = beam_options(beam_args)
+    commit = read_derived_commit(options.scores)
+    if commit is None:
+        raise UsageError(f"--scores {options.scores}: no scores there (run apply first)")
+    classes = commit["settings"]["classes"]
+    if options.class_name not in classes:
+        raise UsageError(f"--class {options.class_name}: not one of {', '.join(classes)}")
+    tables = list(options.exclude)
+    path = commit["settings"]["classifier"]
+    if FileSystems.exists(path):
+        labels = LinearClassifier.load(path).meta.get("labels", {})
+        tables += [t for t in labels.get("tables", []) if FileSystems.exists(t)]
+        column = labels.get("column", "label")
+    else:
+        LOG.warning("review: %s is gone: its labelled windows cannot be left out", path)
+        column = "label"
+    selection = Selection(options.class_name, classes.index(options.class_name),
+                          commit["settings"]["thresholds"][options.class_name], options.select,
+                          options.n, tuple(tables), column, options.seed)
+    out = options.output.rstrip("/")
+    title = f"{options.class_name}: {options.select} {options.n}"
+    pipeline = beam.Pipeline(options=options_)
+    _ = (pipeline
+         | "Select" >> SelectForReview(options.scores, selection)
+         | "WritePage" >> beam.Map(_write_review_page, out, options.context_s, title))
+    pipeline.run().wait_until_finish()
+    with FileSystems.open(f"{out}/review_summary.json") as handle:
+        summary = json.loads(handle.read().decode())
+    print(f"review: {summary['hits']} windows of {options.class_name} ({options.select}), "
+          f"{summary['review']['missing']} without audio, leaving out the windows of "
+          f"{len(tables)} label tables; {out}/review/index.html")
+    return summary
+
+
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
@@ -164,7 +265,7 @@ def run(argv: list[str] | None = None) -> dict:
     if not argv or argv[0] not in COMMANDS:
         raise UsageError(f"give a command: {' | '.join(COMMANDS)} (python -m pipelines.classify "
                          "COMMAND --help)")
-    return {"train": run_train, "apply": run_apply}[argv[0]](argv[1:])
+    return {"train": run_train, "apply": run_apply, "review": run_review}[argv[0]](argv[1:])
 
 
 def main() -> None:

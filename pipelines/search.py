@@ -93,6 +93,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--review", action=argparse.BooleanOptionalAction, default=True,
                    help="Write <output>/review/index.html: every hit with its spectrogram, its "
                         "audio and verdict buttons (default; --no-review skips it).")
+    p.add_argument("--label", default=None,
+                   help="The label the review page's export gives its rows (default: the "
+                        "query), e.g. the call type, for python -m pipelines.classify train.")
     p.add_argument("--context_s", type=float, default=DEFAULT_CONTEXT_S,
                    help=f"Seconds of audio each side of a hit on the review page (default "
                         f"{DEFAULT_CONTEXT_S:g}).")
@@ -187,6 +190,8 @@ def run(argv: list[str] | None = None) -> dict:
     if options.review:
         with FileSystems.open(f"{out}/results.parquet") as handle:
             hits = pq.read_table(handle).to_pylist()  # top_k per query: small
+        if options.label:
+            hits = [{**hit, "label": options.label} for hit in hits]
         review = write_review(hits, f"{out}/review", context_s=options.context_s,
                               title=f"{options.model} search: {len(queries)} queries")
         summary["review"] = review

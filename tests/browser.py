@@ -66,6 +66,17 @@ class Page:
         self.call("Input.dispatchKeyEvent", type="keyUp", key=key, code=code,
                   windowsVirtualKeyCode=vk)
 
+    def click(self, selector: str, index: int = 0) -> None:
+        """A real mouse click (press and release) at the centre of the ``index``-th element
+        matching the CSS ``selector``, scrolled into view first."""
+        box = self.evaluate(
+            f"(() => {{ const e = document.querySelectorAll({json.dumps(selector)})[{index}];"
+            " e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect();"
+            " return [r.left + r.width / 2, r.top + r.height / 2]; })()")
+        for kind in ("mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1],
+                      button="left", clickCount=1)
+
     def screenshot(self, path: Path) -> None:
         """Saves a PNG of the viewport."""
         shot = self.call("Page.captureScreenshot", format="png")

@@ -141,7 +141,7 @@ def test_window_labels_verdicts_and_weights(catalogue, tmp_path):
         [multi, second["start_s"] - 0.2, second["end_s"] + 1.0, "Y", "yes"],
         ["/nowhere.wav", 0.0, 3.0, "X", "yes"],             # matches no row
     ], ["source", "start_s", "end_s", "label", "verdict"])
-    examples = gather_examples(folder, LabelSettings(table, "label", negative_label="noise",
+    examples = gather_examples(folder, LabelSettings((table,), "label", negative_label="noise",
                                                      weak_negatives=4, weak_weight=0.05))
     assert examples.classes == ["X", "Y"]
     keys = {k: i for i, k in enumerate(examples.keys)}

@@ -45,9 +45,10 @@ ROW_COLUMNS = ["source", "start_s", "end_s", "embedding"]
 
 @dataclass(frozen=True)
 class LabelSettings:
-    """Where the labels come from and how negatives are made (module doc)."""
+    """Where the labels come from (one or more tables, e.g. the first labels and each review's
+    export; their labels add up) and how negatives are made (module doc)."""
 
-    table: str
+    tables: tuple[str, ...]
     column: str = "label"
     negative_label: str | None = None
     weak_negatives: int = 1000
@@ -80,12 +81,12 @@ class Examples:
     digest: str
 
 
-def _file_label_lookup(settings: LabelSettings):
-    table = read_labels(settings.table)
-    if settings.column not in table.columns:
-        raise UsageError(f"--label_table {settings.table}: no column {settings.column!r} "
+def _file_label_lookup(path: str, column: str):
+    table = read_labels(path)
+    if column not in table.columns:
+        raise UsageError(f"--label_table {path}: no column {column!r} "
                          f"(columns: {', '.join(table.columns)})")
-    at = table.columns.index(settings.column)
+    at = table.columns.index(column)
 
     def lookup(source: str) -> list[str]:
         values = table.lookup(source)
@@ -103,8 +104,11 @@ def _apply_label(window: _Window, label: str, verdict: str, negative_label: str 
         {"yes": window.yes, "no": window.no, "unsure": window.unsure}[verdict].add(label)
 
 
-def _match(labels: list[WindowLabel], starts: np.ndarray, ends: np.ndarray
-           ) -> Iterable[tuple[WindowLabel, np.ndarray]]:
+def match_rows(labels: list[WindowLabel], starts: np.ndarray, ends: np.ndarray
+               ) -> Iterable[tuple[WindowLabel, np.ndarray]]:
+    """(label, the positions of the rows it labels) for each labelled window of one source,
+    given its rows' ``starts`` and ``ends`` (seconds): the row starting within ROW_MATCH_S of
+    ``start_s``, else the rows centred in ``[start_s, end_s)``; every row without start_s."""
     centres = (starts + ends) / 2
     for label in labels:
         if label.start_s is None:
@@ -120,14 +124,20 @@ def _match(labels: list[WindowLabel], starts: np.ndarray, ends: np.ndarray
 def gather_examples(folder: str, settings: LabelSettings) -> Examples:
     """The labelled windows of version ``folder`` (module doc). UsageError when no label
     matches a row, or fewer than one class has a positive."""
-    by_window = is_window_table(settings.table)
     window_labels: dict[str, list[WindowLabel]] = {}
-    file_lookup = None
-    if by_window:
-        for label in read_window_labels(settings.table, settings.column):
-            window_labels.setdefault(label.source, []).append(label)
-    else:
-        file_lookup = _file_label_lookup(settings)
+    lookups = []
+    kinds = []
+    for path in settings.tables:
+        if is_window_table(path):
+            kinds.append("window")
+            for label in read_window_labels(path, settings.column):
+                window_labels.setdefault(label.source, []).append(label)
+        else:
+            kinds.append("file")
+            lookups.append(_file_label_lookup(path, settings.column))
+
+    def file_lookup(source: str) -> list[str]:
+        return [label for lookup in lookups for label in lookup(source)]
     rng = np.random.default_rng(settings.seed)
     wanted: dict[str, set[str]] = {}
     weak_sources: list[tuple[str, list[str]]] = []
@@ -137,7 +147,7 @@ def gather_examples(folder: str, settings: LabelSettings) -> Examples:
         source, shards = entry["source"], entry["shards"] or []
         if not shards:
             continue
-        labels = file_lookup(source) if file_lookup else None
+        labels = file_lookup(source)
         if (source in window_labels) or labels:
             if labels:
                 file_labels[source] = labels
@@ -182,8 +192,8 @@ def gather_examples(folder: str, settings: LabelSettings) -> Examples:
                     for label in file_labels[source]:
                         _apply_label(window, label, "yes", settings.negative_label)
                     vectors[key] = matrix[i]
-            elif source in window_labels:
-                for label, hit in _match(window_labels[source], starts[rows], ends[rows]):
+            if source in window_labels:
+                for label, hit in match_rows(window_labels[source], starts[rows], ends[rows]):
                     if len(hit):
                         matched.add(label)
                     for j in hit:
@@ -191,7 +201,8 @@ def gather_examples(folder: str, settings: LabelSettings) -> Examples:
                         _apply_label(windows.setdefault(key, _Window()), label.label,
                                      label.verdict, settings.negative_label)
                         vectors[key] = matrix[rows[j]]
-            else:  # a weak negative candidate: reservoir over its rows
+            if source not in file_labels and source not in window_labels:
+                # a weak negative candidate: reservoir over its rows
                 for key, i in zip(keys, rows, strict=True):
                     weak_seen += 1
                     if len(weak_keys) < settings.weak_negatives:
@@ -201,17 +212,17 @@ def gather_examples(folder: str, settings: LabelSettings) -> Examples:
                         j = int(rng.integers(weak_seen))
                         if j < settings.weak_negatives:
                             weak_keys[j], weak_vectors[j] = key, matrix[i]
-    unmatched = ([lab for labs in window_labels.values() for lab in labs if lab not in matched]
-                 if by_window else [])
-    return _build(settings, windows, vectors, weak_keys, weak_vectors, unmatched, by_window)
+    unmatched = [lab for labs in window_labels.values() for lab in labs if lab not in matched]
+    return _build(settings, windows, vectors, weak_keys, weak_vectors, unmatched, kinds)
 
 
 def _build(settings: LabelSettings, windows: dict, vectors: dict, weak_keys: list,
-           weak_vectors: list, unmatched: list[WindowLabel], by_window: bool) -> Examples:
+           weak_vectors: list, unmatched: list[WindowLabel], kinds: list[str]) -> Examples:
     windows = {k: w for k, w in windows.items() if w.yes or w.no or w.negative}
     classes = sorted({c for w in windows.values() for c in w.yes})
     if not classes:
-        raise UsageError(f"--label_table {settings.table}: no positive label matches a row "
+        raise UsageError(f"--label_table {', '.join(settings.tables)}: no positive label "
+                         "matches a row "
                          f"({len(unmatched)} labelled windows match none)")
     index = {c: i for i, c in enumerate(classes)}
     keys = sorted(windows)
@@ -239,7 +250,7 @@ def _build(settings: LabelSettings, windows: dict, vectors: dict, weak_keys: lis
         [[k[0], round(k[1], 6), round(k[2], 6), sorted(windows[k].yes), sorted(windows[k].no),
           sorted(windows[k].unsure), windows[k].negative] for k in keys]).encode()).hexdigest()
     counts = {
-        "keyed_by": "window" if by_window else "file",
+        "keyed_by": kinds,
         "windows": len(keys),
         "positives": {name: int(targets[:len(keys), i].sum()) for i, name in enumerate(classes)},
         "explicit_negatives": int(sum(1 for k in keys if windows[k].negative)),
@@ -251,3 +262,33 @@ def _build(settings: LabelSettings, windows: dict, vectors: dict, weak_keys: lis
     }
     return Examples(classes, np.stack(all_vectors).astype(np.float32), targets, weights,
                     keys + weak_keys, strata, counts, digest)
+
+
+class LabelledWindows:
+    """Which rows some label table already labels (the review leaves them out): every row of a
+    source a file-keyed table labels, and the rows a window-keyed table's rows match
+    (:func:`match_rows`; any verdict). Holds the tables (small beside the corpus)."""
+
+    def __init__(self, tables: Iterable[str], column: str = "label"):
+        self.windows: dict[str, list[WindowLabel]] = {}
+        self.lookups = []
+        for path in tables:
+            if is_window_table(path):
+                for label in read_window_labels(path, column):
+                    self.windows.setdefault(label.source, []).append(label)
+            else:
+                self.lookups.append(_file_label_lookup(path, column))
+
+    def mask(self, sources: list[str], starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """Whether each row (its source, start and end in seconds) is labelled already."""
+        labelled = np.zeros(len(sources), bool)
+        by_source: dict[str, list[int]] = {}
+        for i, source in enumerate(sources):
+            by_source.setdefault(source, []).append(i)
+        for source, rows in by_source.items():
+            rows = np.asarray(rows)
+            if any(lookup(source) for lookup in self.lookups):
+                labelled[rows] = True
+            for _, hit in match_rows(self.windows.get(source, []), starts[rows], ends[rows]):
+                labelled[rows[hit]] = True
+        return labelled

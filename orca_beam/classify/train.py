@@ -65,20 +65,35 @@ def fit(vectors: np.ndarray, targets: np.ndarray, weights: np.ndarray, settings:
     return w, b, l2_normalize, center, scale
 
 
-def out_of_fold_scores(examples: Examples, settings: FitSettings) -> np.ndarray:
-    """Scores [N, C] of each window by the model fitted without its fold."""
+def out_of_fold_scores(examples: Examples, settings: FitSettings,
+                       trained_on: Examples | None = None) -> np.ndarray:
+    """Scores [N, C] of each window of ``examples`` by the model fitted without its fold. With
+    ``trained_on`` (another set of labels, e.g. the previous round's), each fold's model is
+    fitted on those windows instead, leaving out every source of the held-out fold: the same
+    folds and held-out windows, so the two label sets' metrics compare like for like (NaN for a
+    class ``trained_on`` lacks)."""
     folds = group_folds([k[0] for k in examples.keys], examples.strata, settings.folds,
                         settings.seed)
+    train = trained_on or examples
+    train_sources = np.array([k[0] for k in train.keys], dtype=object)
+    columns = [train.classes.index(c) if c in train.classes else -1 for c in examples.classes]
     scores = np.full(examples.targets.shape, np.nan)
     for fold in range(settings.folds):
         held = folds == fold
         if not held.any() or held.all():
             continue
-        w, b, l2n, center, scale = fit(examples.vectors[~held], examples.targets[~held],
-                                       examples.weights[~held], settings)
-        model = LinearClassifier(examples.classes, w, b, center, scale, l2n,
-                                 np.full(len(examples.classes), 0.5))
-        scores[held] = model.scores(examples.vectors[held])
+        held_sources = {k[0] for k, h in zip(examples.keys, held, strict=True) if h}
+        fitted = ~np.isin(train_sources, list(held_sources))
+        if not fitted.any():
+            continue
+        w, b, l2n, center, scale = fit(train.vectors[fitted], train.targets[fitted],
+                                       train.weights[fitted], settings)
+        model = LinearClassifier(train.classes, w, b, center, scale, l2n,
+                                 np.full(len(train.classes), 0.5))
+        predicted = model.scores(examples.vectors[held])
+        for c, at in enumerate(columns):
+            if at >= 0:
+                scores[held, c] = predicted[:, at]
     return scores
 
 
@@ -113,9 +128,12 @@ def macro(per_class: dict, key: str) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def train(folder: str, labels: LabelSettings, settings: FitSettings, output: str) -> dict:
+def train(folder: str, labels: LabelSettings, settings: FitSettings, output: str,
+          baseline: LabelSettings | None = None) -> dict:
     """Trains on version ``folder``'s rows labelled by ``labels``; writes
-    ``<output>/classifier.json`` and ``<output>/metrics.json``; returns the metrics document."""
+    ``<output>/classifier.json`` and ``<output>/metrics.json``; returns the metrics document.
+    ``baseline``: an earlier round's labels, cross-validated on the same folds and held-out
+    windows (``metrics["baseline"]``), so that a round's gain is measured like for like."""
     started = time.time()
     examples = gather_examples(folder, labels)
     gathered_s = time.time() - started
@@ -123,6 +141,17 @@ def train(folder: str, labels: LabelSettings, settings: FitSettings, output: str
              len(examples.classes), gathered_s)
     scores = out_of_fold_scores(examples, settings)
     per_class, thresholds = class_metrics(examples, scores)
+    compared = None
+    if baseline is not None:
+        earlier = gather_examples(folder, baseline)
+        base_class, _ = class_metrics(examples, out_of_fold_scores(examples, settings, earlier))
+        compared = {"tables": list(baseline.tables), "windows": len(earlier.keys),
+                    "classes": {c: {"average_precision": m["average_precision"],
+                                    "roc_auc": m["roc_auc"]} for c, m in base_class.items()},
+                    "macro": {"average_precision": macro(base_class, "average_precision"),
+                              "roc_auc": macro(base_class, "roc_auc")},
+                    "how": "models fitted on the baseline's labels, on the same folds, scored "
+                           "on the same held-out windows as this model's"}
     w, b, l2n, center, scale = fit(examples.vectors, examples.targets, examples.weights, settings)
     version = read_json(f"{folder.rstrip('/')}/{VERSION_NAME}")
     metrics = {
@@ -136,16 +165,17 @@ def train(folder: str, labels: LabelSettings, settings: FitSettings, output: str
                       f"{len(per_class)})",
         "threshold_rule": THRESHOLD_RULE,
         "labels": examples.counts,
+        **({"baseline": compared} if compared else {}),
         "wall_s": {"gather": round(gathered_s, 3), "total": round(time.time() - started, 3)},
     }
     meta = {
         "embedding": {"model": version["model"], "version_id": version["version_id"],
                       "model_version": version["label"], "standin": version.get("standin"),
                       "folder": folder, "dim": int(examples.vectors.shape[1])},
-        "labels": {"table": labels.table, "column": labels.column, "digest": examples.digest,
+        "labels": {"tables": list(labels.tables), "column": labels.column, "digest": examples.digest,
                    **{k: v for k, v in examples.counts.items() if k != "unmatched_sample"}},
         "settings": {**asdict(settings), **{k: v for k, v in asdict(labels).items()
-                                            if k not in ("table", "column")}},
+                                            if k not in ("tables", "column")}},
         "threshold_rule": THRESHOLD_RULE,
         "metrics": {"macro": metrics["macro"],
                     "average_precision": {c: m["average_precision"]
