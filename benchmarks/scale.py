@@ -74,11 +74,11 @@ def yamnet_folder(output: Path, handle: Path) -> tuple[str, object]:
 
 
 def write_version(folder: str, version, files: list[Path], rows: int,
-                  extra_entries: int = 0, distinct: bool = False) -> dict:
+                  extra_entries: int = 0, distinct: bool = False, dim: int = 1024) -> dict:
     """A committed version holding ``files`` (real size, mtime, CRC32C) with ``rows`` synthetic
-    rows spread over them, plus ``extra_entries`` entries of files that do not exist (``distinct``:
-    every row its own random vector, else 4096 vectors repeated); returns
-    what was written."""
+    rows of ``dim``-d vectors spread over them, plus ``extra_entries`` entries of files that do
+    not exist (``distinct``: every row its own random vector, else 4096 vectors repeated);
+    returns what was written."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -98,8 +98,8 @@ def write_version(folder: str, version, files: list[Path], rows: int,
     Path(folder, ENTRIES_DIR).mkdir(parents=True, exist_ok=True)
     run_id = "20261201T000000Z-synthe"
     rng = np.random.default_rng(1)
-    vectors = rng.standard_normal((ROWS_PER_TABLE, 1024)).astype(np.float32)
-    flat = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), 1024)
+    vectors = rng.standard_normal((ROWS_PER_TABLE, dim)).astype(np.float32)
+    flat = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim)
     thumbs = pa.array([bytes(t) for t in rng.integers(0, 255, (ROWS_PER_TABLE, 32, 32),
                                                      dtype=np.uint8)], pa.binary(1024))
     per_file = np.full(len(files), rows // len(files))
@@ -112,7 +112,7 @@ def write_version(folder: str, version, files: list[Path], rows: int,
     label = f"{version.handle}@sha256:{version.content_sha256[:16]}+standin"
     for shard in range(shard_count):
         path = f"{folder}/rows-{run_id}-{shard:05d}-of-{shard_count:05d}.parquet"
-        writer = pq.ParquetWriter(path, embedding_schema(1024), compression="none")
+        writer = pq.ParquetWriter(path, embedding_schema(dim), compression="none")
         for start in range(shard * ROWS_PER_SHARD, min(rows, (shard + 1) * ROWS_PER_SHARD),
                            ROWS_PER_TABLE):
             stop = min(rows, start + ROWS_PER_TABLE, (shard + 1) * ROWS_PER_SHARD)
@@ -128,8 +128,8 @@ def write_version(folder: str, version, files: list[Path], rows: int,
                 pa.array([label] * count, pa.string()),
                 pa.array(np.ones(count, bool)),
                 flat.slice(0, count) if not distinct else pa.FixedSizeListArray.from_arrays(
-                    pa.array(rng.standard_normal(count * 1024).astype(np.float32)), 1024),
-                thumbs.slice(0, count)], schema=embedding_schema(1024)))
+                    pa.array(rng.standard_normal(count * dim).astype(np.float32)), dim),
+                thumbs.slice(0, count)], schema=embedding_schema(dim)))
             for index in np.unique(source_of_row[start:stop]):
                 shards_of_file.setdefault(int(index), set()).add(path)
         writer.close()

@@ -28,8 +28,11 @@ SMALL_PRODUCT = 20_000_000
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
-    """The logistic function, without overflow for large negative ``z``."""
-    return np.exp(-np.logaddexp(0.0, -z))
+    """The logistic function, without overflow for large negative ``z`` (scipy's expit: one
+    pass, where exp(-logaddexp(0, -z)) takes two)."""
+    from scipy.special import expit
+
+    return expit(z)
 
 
 @dataclass
@@ -59,9 +62,22 @@ class LinearClassifier:
             x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         return (x - self.center) / self.scale
 
+    def folded(self) -> tuple[np.ndarray, np.ndarray]:
+        """The centring and scaling folded into the layer: (weights' [D, C], bias' [C]) with
+        ``z @ weights.T + bias == x' @ weights' + bias'`` (``x'``: the input after the optional
+        L2 step), so scoring makes no normalised copy of the inputs."""
+        folded = (self.weights / self.scale).T
+        return folded, self.bias - self.center @ folded
+
     def logits(self, x: np.ndarray) -> np.ndarray:
-        """Embeddings [N, D] -> logits [N, C]."""
-        return self.inputs(x) @ self.weights.T + self.bias
+        """Embeddings [N, D] -> logits [N, C] (float64)."""
+        x = np.asarray(x, np.float64)
+        if self.l2_normalize:
+            x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        if not hasattr(self, "_folded"):
+            self._folded = self.folded()
+        weights, bias = self._folded
+        return x @ weights + bias
 
     def scores(self, x: np.ndarray) -> np.ndarray:
         """Embeddings [N, D] -> scores [N, C] in [0, 1]."""

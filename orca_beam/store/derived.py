@@ -3,11 +3,12 @@ scores), stored so that a re-run computes only what is new, and read back as cur
 
 A derived table is a folder of its own (anywhere: local, gs://, s3://):
 
-* ``part-<artifact 8 hex>-<row shard name>``: the derived rows of one row shard of the version
-  (one per row of it, with the row's ``source``);
+* ``part-<artifact 8 hex>-<row shard name>-g<row group>.parquet``: the derived rows of one row
+  group of one row shard of the version (one per row of it, with the row's ``source``): written
+  as each row group is done, so no stage gathers a shard;
 * ``_derived.json``: the commit, written last and atomically: the version it derives from (folder
   and ``version_id``), the artifact that made it (its SHA-256, e.g. of classifier.json) and
-  settings, and ``parts``, row shard -> part, plus the run history.
+  settings, and ``parts``, row shard -> its parts, plus the run history.
 
 Row shards never change once written (a re-run of the extraction writes new ones and its commit
 names them), so a part stays valid for as long as its row shard is in the version's commit and
@@ -20,8 +21,8 @@ Reading (:class:`ReadDerivedRows`, :func:`derived_rows`) joins parts to the vers
 :mod:`.reader` does rows: a part's rows count only if the version's commit names their source for
 that shard, so a changed or deleted source's old rows never come back through a derived table.
 
-Memory of a run's commit: one (shard, part) pair per row shard of the version (not per source or
-row).
+Memory of a run's commit: one (shard, part) pair per row group of the version (a row group holds
+about 4096 rows: 2,500 pairs for 10M rows), never one per source or row.
 """
 
 from __future__ import annotations
@@ -50,14 +51,16 @@ def read_derived_commit(folder: str) -> dict | None:
     return read_json(path) if FileSystems.exists(path) else None
 
 
-def part_path(folder: str, artifact_sha256: str, shard: str) -> str:
-    """Where the part of row shard ``shard`` made by that artifact lives."""
-    return f"{folder.rstrip('/')}/part-{artifact_sha256[:8]}-{shard.rsplit('/', 1)[-1]}"
+def part_path(folder: str, artifact_sha256: str, shard: str, group: int) -> str:
+    """Where the part of row group ``group`` of row shard ``shard`` made by that artifact
+    lives."""
+    name = shard.rsplit("/", 1)[-1].removesuffix(".parquet")
+    return f"{folder.rstrip('/')}/part-{artifact_sha256[:8]}-{name}-g{group:05d}.parquet"
 
 
 def plan_derived(folder: str, upstream: str, artifact_sha256: str
-                 ) -> tuple[list[str], dict[str, str]]:
-    """(row shards to derive, parts to keep: row shard -> part) for a run writing derived
+                 ) -> tuple[list[str], dict[str, list[str]]]:
+    """(row shards to derive, parts to keep: row shard -> its parts) for a run writing derived
     table ``folder`` from version ``upstream`` with this artifact. UsageError when ``folder``
     derives from another version (a new version needs a new folder)."""
     version_id = read_json(f"{upstream.rstrip('/')}/{VERSION_NAME}")["version_id"]
@@ -74,8 +77,8 @@ def plan_derived(folder: str, upstream: str, artifact_sha256: str
 
 
 def commit_derived(folder: str, upstream: str, artifact_sha256: str, settings: dict,
-                   parts: dict[str, str], run: dict) -> list[str]:
-    """Makes ``parts`` (row shard -> part) the derived table's state: writes ``_derived.json``
+                   parts: dict[str, list[str]], run: dict) -> list[str]:
+    """Makes ``parts`` (row shard -> its parts) the derived table's state: writes ``_derived.json``
     atomically, then deletes the part files it does not name. ``run``: this run's counts, added
     to the history. Returns the deleted paths."""
     folder = folder.rstrip("/")
@@ -85,11 +88,11 @@ def commit_derived(folder: str, upstream: str, artifact_sha256: str, settings: d
               "upstream": {"folder": upstream, "version_id": version["version_id"],
                            "model_version": version["label"]},
               "artifact_sha256": artifact_sha256, "settings": settings,
-              "parts": dict(sorted(parts.items())),
+              "parts": {shard: sorted(paths) for shard, paths in sorted(parts.items())},
               "runs": [*previous.get("runs", []), {"written_at": utc_now(), **run}]}
     write_atomically(f"{folder}/{DERIVED_NAME}", (json.dumps(record, indent=1) + "\n").encode())
     found = [m.path for r in FileSystems.match([f"{folder}/part-*"]) for m in r.metadata_list]
-    stale = sorted(set(found) - set(parts.values()))
+    stale = sorted(set(found) - {p for paths in parts.values() for p in paths})
     if stale:
         FileSystems.delete(stale)
     return stale
@@ -97,8 +100,7 @@ def commit_derived(folder: str, upstream: str, artifact_sha256: str, settings: d
 
 def _current_parts(commit: dict, entries) -> Iterator[tuple[str, set[str]]]:
     for shard, sources in sorted(shard_sources(entries).items()):
-        part = commit["parts"].get(shard)
-        if part is not None:
+        for part in commit["parts"].get(shard, []):
             yield part, sources
 
 
@@ -121,7 +123,7 @@ def _with_source(columns: Sequence[str] | None) -> list[str] | None:
 
 
 class _ReadPartFn(beam.DoFn):
-    def __init__(self, parts: dict[str, str], columns: Sequence[str] | None):
+    def __init__(self, parts: dict[str, list[str]], columns: Sequence[str] | None):
         self.parts, self.columns = parts, None if columns is None else list(columns)
 
     def setup(self):
@@ -129,17 +131,22 @@ class _ReadPartFn(beam.DoFn):
 
     def process(self, keyed) -> Iterator[pa.RecordBatch]:
         shard, sources = keyed
-        part = self.parts.get(shard)
-        if part is None:
-            return
+        yield from iter_part_batches(self.parts.get(shard, []), set(sources), self.columns)
+
+
+def iter_part_batches(parts: Sequence[str], sources: set[str],
+                      columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
+    """The rows of ``parts`` (one row shard's) whose ``source`` is in ``sources``, one record
+    batch per Parquet row group, holding ``columns`` (None: all)."""
+    for part in parts:
         with FileSystems.open(part) as handle:
             parquet = pq.ParquetFile(handle)
             for group in range(parquet.num_row_groups):
-                table = keep_sources(parquet.read_row_group(group, _with_source(self.columns)),
-                                     set(sources))
+                table = keep_sources(parquet.read_row_group(group, _with_source(columns)),
+                                     sources)
                 if table.num_rows:
-                    if self.columns is not None:
-                        table = table.select(self.columns)
+                    if columns is not None:
+                        table = table.select(list(columns))
                     yield from table.combine_chunks().to_batches()
 
 

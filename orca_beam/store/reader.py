@@ -66,9 +66,12 @@ def current_rows(folder: str | dict, columns: list[str] | None = None) -> pa.Tab
     return pa.concat_tables(tables) if tables else None
 
 
-def embedding_matrix(table: pa.Table) -> np.ndarray:
-    """The ``embedding`` column as float32 [N, D]."""
-    column = table.column("embedding").combine_chunks()
+def embedding_matrix(rows: pa.Table | pa.RecordBatch) -> np.ndarray:
+    """The ``embedding`` column of a table or record batch as float32 [N, D] (no copy for a
+    record batch)."""
+    column = rows.column("embedding")
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
     if not len(column):
         return np.zeros((0, 0), np.float32)
     values = np.asarray(column.flatten(), np.float32)
