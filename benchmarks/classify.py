@@ -69,14 +69,10 @@ def window_labels(folder: str, count: int, path: Path, seed: int = 0) -> Path:
 def train_cost(work: Path) -> list[dict]:
     """``train`` (the command, under GNU time) at each LOOP_TRAIN_SIZES labelled windows of a
     1024-d version of distinct random rows."""
-    from benchmarks.scale import timed, write_version, write_wavs, yamnet_folder
-    from orca_beam.testing.standins.build import ensure_standins
+    from benchmarks.scale import synthetic_version, timed
 
-    handle = Path(ensure_standins()) / "yamnet"
     base = work / "train"
-    files = write_wavs(base / "audio", 200)
-    folder, version = yamnet_folder(base / "out", handle)
-    write_version(folder, version, files, 2 * max(LOOP_TRAIN_SIZES), distinct=True)
+    folder, _, _ = synthetic_version(base, 2 * max(LOOP_TRAIN_SIZES), files=200, distinct=True)
     out = []
     for count in LOOP_TRAIN_SIZES:
         labels = window_labels(folder, count, base / f"labels{count}.csv")
@@ -118,20 +114,15 @@ def classifier_for(folder: str, base: Path) -> Path:
 def apply_cost(work: Path, sizes: tuple[int, ...]) -> list[dict]:
     """Per size: a plain scan of the embedding column, then ``apply`` (FnApiRunner) and its
     re-run, each under GNU time."""
-    from benchmarks.scale import timed, write_version, write_wavs, yamnet_folder
+    from benchmarks.scale import synthetic_version, timed
     from benchmarks.search import SCAN
     from orca_beam.store.manifest import version_state
-    from orca_beam.testing.standins.build import ensure_standins
 
-    handle = Path(ensure_standins()) / "yamnet"
     out = []
     for rows in sizes:
         base = work / f"rows{rows}"
-        files = write_wavs(base / "audio", 1000)
-        folder, version = yamnet_folder(base / "out", handle)
-        started = time.perf_counter()
-        written = write_version(folder, version, files, rows, dim=APPLY_DIM)
-        write_s = time.perf_counter() - started
+        folder, _, written = synthetic_version(base, rows, dim=APPLY_DIM)
+        write_s = written["write_s"]
         classifier = classifier_for(folder, base / "labels")
         shards = version_state(folder)["row_shards"]
         scan = timed([sys.executable, "-c", SCAN, *shards], base / "scan.log")

@@ -170,6 +170,20 @@ def write_version(folder: str, version, files: list[Path], rows: int,
             "bytes_on_disk": sum(os.path.getsize(p) for p in referenced)}
 
 
+def synthetic_version(base: Path, rows: int, *, files: int = 1000, dim: int = 1024,
+                      distinct: bool = False) -> tuple[str, list[Path], dict]:
+    """A committed YAMNet stand-in version of ``rows`` synthetic ``dim``-d rows over ``files``
+    WAV files under ``base`` (``base/out`` is the extraction output): (version folder, the
+    files, what :func:`write_version` wrote plus ``write_s``)."""
+    from orca_beam.testing.standins.build import ensure_standins
+
+    paths = write_wavs(base / "audio", files)
+    folder, version = yamnet_folder(base / "out", Path(ensure_standins()) / "yamnet")
+    started = time.perf_counter()
+    written = write_version(folder, version, paths, rows, distinct=distinct, dim=dim)
+    return folder, paths, {**written, "write_s": round(time.perf_counter() - started, 1)}
+
+
 def timed(command: list[str], log: Path) -> dict:
     """Runs ``command`` under GNU time; wall seconds, peak RSS in MiB, exit status, last lines."""
     rss = log.with_suffix(".rss")

@@ -162,20 +162,15 @@ def measure_index(base: Path, files: list, search_run: dict, queries: int = 20) 
 
 def scale(work: Path, sizes: tuple[int, ...]) -> list[dict]:
     """Per size: a plain scan and an exact search over the same synthetic rows."""
-    from benchmarks.scale import timed, write_version, write_wavs, yamnet_folder
+    from benchmarks.scale import synthetic_version, timed
     from orca_beam.store.manifest import iter_entries
     from orca_beam.store.reader import shard_sources
-    from orca_beam.testing.standins.build import ensure_standins
 
-    handle = Path(ensure_standins()) / "yamnet"
     out = []
     for rows in sizes:
         base = work / f"rows{rows}"
-        files = write_wavs(base / "audio", 1000)
-        folder, version = yamnet_folder(base / "out", handle)
-        started = time.perf_counter()
-        written = write_version(folder, version, files, rows, distinct=True)
-        write_s = time.perf_counter() - started
+        folder, files, written = synthetic_version(base, rows, distinct=True)
+        write_s = written["write_s"]
         shards = sorted(shard_sources(iter_entries(folder)))
         scan = timed([sys.executable, "-c", SCAN, *shards], base / "scan.log")
         scan.update(json.loads(scan.pop("tail")[-1]))

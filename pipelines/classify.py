@@ -155,14 +155,22 @@ def run_apply(argv: list[str]) -> dict:
     if not FileSystems.exists(options.classifier):
         raise UsageError(f"--classifier {options.classifier} does not exist")
     settings = ApplySettings.of(options.classifier, folder, options.output, options.event_gap_s)
-    pipeline = beam.Pipeline(options=options_)
+    return score_version(settings, options_, started)
+
+
+def score_version(settings: ApplySettings, options, started: float | None = None) -> dict:
+    """Runs the scoring job (:class:`ScoreVersion`) with these pipeline options; writes and
+    returns its summary (``<scores>/apply_summary.json``). Used by ``apply`` and by
+    ``pipelines.extract --classifier``."""
+    started = time.time() if started is None else started
+    pipeline = beam.Pipeline(options=options)
     score = ScoreVersion(settings)
     _ = pipeline | "ScoreVersion" >> score
     result = pipeline.run()
     result.wait_until_finish()
     counts = counter_totals(result, lambda n: n.startswith(("score_", "detections", "events")))
     summary = {
-        "version": folder, "classifier": options.classifier,
+        "version": settings.version, "classifier": settings.classifier_path,
         "classifier_sha256": settings.classifier_sha256, "classes": list(settings.classes),
         "thresholds": dict(zip(settings.classes, settings.thresholds, strict=True)),
         "event_gap_s": settings.event_gap_s,
@@ -173,7 +181,7 @@ def run_apply(argv: list[str]) -> dict:
         "detections_per_class": {c: counts.get(f"detections_{c}", 0) for c in settings.classes},
         "wall_s": round(time.time() - started, 3),
     }
-    out = options.output.rstrip("/")
+    out = settings.output
     with FileSystems.create(f"{out}/apply_summary.json") as handle:
         handle.write(json.dumps(summary, indent=2).encode())
     print(f"apply: {summary['rows_scored']} rows scored in {len(score.to_score)} new shards, "

@@ -21,6 +21,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 
+from orca_beam.classify.apply import ApplySettings
+from orca_beam.classify.linear import LinearClassifier
 from orca_beam.core import s3
 from orca_beam.core.errors import UsageError
 from orca_beam.core.registry import get_model_spec
@@ -38,6 +40,7 @@ from orca_beam.labels import read_labels
 from orca_beam.models.loading import ModelUnavailableError, cached_model, model_version
 from orca_beam.progress import Progress
 from orca_beam.store.version import new_run_id
+from pipelines.classify import score_version
 from pipelines.cli import run_command
 
 LOG = logging.getLogger("orca_beam.extract")
@@ -140,6 +143,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         planned = plan(options, config, source, versions)
         print_plan(planned)
         return {"plan": planned}
+    scoring = classifier_target(config, versions) if config.classifier else None
     load_s = preload_models(config, versions) if runs_in_process(options, config) else {}
     run_id = new_run_id()
     Progress.restart()
@@ -159,7 +163,31 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     print(format_segment_summary(summary) if annotations is not None
           else format_summary(summary))
     print(f"summary: {config.output}/summary.json")
+    if scoring is not None:
+        model, version = scoring
+        folder = version.folder(config.output)
+        scores = config.scores or f"{config.output}/scores/{model}"
+        summary["classify"] = score_version(ApplySettings.of(config.classifier, folder, scores),
+                                            options)
     return summary
+
+
+def classifier_target(config: ExtractConfig, versions: dict) -> tuple[str, object]:
+    """(model, OutputVersion) a ``--classifier`` scores; UsageError, before anything runs, when
+    its model is not run here or its embedding version is not the one this run writes."""
+    if not FileSystems.exists(config.classifier):
+        raise UsageError(f"--classifier {config.classifier} does not exist")
+    trained_on = LinearClassifier.load(config.classifier).meta.get("embedding", {})
+    model = trained_on.get("model")
+    if model not in versions:
+        raise UsageError(f"--classifier {config.classifier} scores {model} rows; add "
+                         f"--model {model}")
+    if versions[model].version_id != trained_on.get("version_id"):
+        raise UsageError(
+            f"--classifier {config.classifier} was trained on embedding version "
+            f"{trained_on.get('version_id')}, this run writes {versions[model].version_id} "
+            f"({versions[model].label}): train it on these rows")
+    return model, versions[model]
 
 
 #: The logger under which Beam's local runners repeat what their worker processes log.

@@ -158,3 +158,37 @@ def test_a_classifier_of_another_version_is_refused_in_one_line(trained, tmp_pat
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "0123456789abcdef-01234567" in err[0]
     assert not (tmp_path / "scores").exists()
+
+
+@pytest.mark.e2e
+def test_extract_with_a_classifier_embeds_and_scores_in_one_command(trained, orca_calls,
+                                                                   tmp_path):
+    """The nightly form: pipelines.extract --classifier scores what the run leaves current; a
+    run that embeds nothing new scores nothing new; another version's classifier is refused
+    before anything runs."""
+    import shutil
+
+    from pipelines import extract
+
+    output, classifier = trained
+    out = tmp_path / "out"
+    shutil.copytree(output, out)  # the fixture's version, as last night left it
+    args = ["--runner=DirectRunner", f"--input={orca_calls / 'catalog'}/*.wav",
+            f"--input={orca_calls / 'hydrophone'}/*.wav", f"--output={out}", "--model=birdnet",
+            f"--classifier={classifier}"]
+    first = extract.run(args)
+    assert first["versions"]["birdnet"]["plan"]["unchanged"] == 139
+    assert first["classify"]["rows_scored"] == 168
+    assert (out / "scores" / "birdnet" / "events.csv").exists()
+    again = extract.run(args)
+    assert (again["classify"]["rows_scored"], again["classify"]["rows_kept"]) == (0, 168)
+    assert again["classify"]["detections"] == first["classify"]["detections"]
+    doc = json.loads(classifier.read_text())
+    doc["embedding"]["version_id"] = "fedcba9876543210-76543210"
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(doc))
+    from orca_beam.core.errors import UsageError
+
+    with pytest.raises(UsageError, match="fedcba9876543210-76543210"):
+        extract.run([a if not a.startswith("--classifier=") else f"--classifier={other}"
+                     for a in args])

@@ -70,6 +70,9 @@ class ExtractConfig:
     projector: dict = field(default_factory=dict, hash=False)
     label_table: str | None = None
     label_key: str | None = None
+    #: --classifier / --scores: score the rows after embedding them
+    classifier: str | None = None
+    scores: str | None = None
     s3: dict = field(default_factory=dict, hash=False)
     template_location: str | None = None
 
@@ -105,6 +108,10 @@ def extract_config(options: ExtractOptions) -> ExtractConfig:
     if options.plan and calls is not None:
         raise UsageError("--plan applies to files and HLS input (calls mode always runs in "
                          "full)")
+    if options.classifier and (calls is not None or options.view_as(GoogleCloudOptions)
+                               .template_location):
+        raise UsageError("--classifier applies to file and HLS runs, not calls mode or a "
+                         "template (run python -m pipelines.classify apply after those)")
     projector = projector_kwargs(options)
     projector.pop("labels")
     return ExtractConfig(
@@ -115,5 +122,6 @@ def extract_config(options: ExtractOptions) -> ExtractConfig:
         force=options.force, verify_content=options.verify_content, plan=options.plan,
         hls=HlsRange(*hls, options.span_s) if hls else None,
         file_clock=FileClock(*clock) if clock else None, calls=calls, projector=projector,
-        label_table=options.label_table, label_key=options.label_key, s3=s3_settings(options),
+        label_table=options.label_table, label_key=options.label_key,
+        classifier=options.classifier, scores=options.scores, s3=s3_settings(options),
         template_location=options.view_as(GoogleCloudOptions).template_location)

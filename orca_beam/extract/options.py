@@ -44,6 +44,14 @@ def add_projector_args(group) -> None:
         help="The key column of --label_table. Default: its first column. (Beam's own "
              "--labels sets Dataflow job labels.)")
     group.add_argument(
+        "--classifier", default=None, metavar="CLASSIFIER.json",
+        help="After the embedding, score every current row of the classifier's model with it "
+             "(python -m pipelines.classify apply): a nightly run embeds and scores the new "
+             "segments in one command. Refused (exit 2) if it was trained on another version.")
+    group.add_argument(
+        "--scores", default=None, metavar="DIR",
+        help="--classifier: the scores folder (default <output>/scores/<model>).")
+    group.add_argument(
         "--projector_base_url", default=None,
         help="Prefix for every path in projector_config.json, e.g. "
              "https://storage.googleapis.com/BUCKET/out/projector/yamnet (hosting).")
