@@ -209,7 +209,7 @@ class _ScoredFn(beam.DoFn):
         self._close()
 
 
-def _detections(table: pa.Table, settings: ApplySettings) -> Iterator[tuple[tuple, dict]]:
+def _detections(table: pa.Table, settings: ApplySettings) -> Iterator[tuple[tuple, tuple]]:
     """((class, stream or source), detection dict) for every row of a score table and class at
     or above the class's threshold."""
     column = table.column("scores").combine_chunks()
@@ -218,21 +218,30 @@ def _detections(table: pa.Table, settings: ApplySettings) -> Iterator[tuple[tupl
 
 
 def _detections_of(keys: pa.Table, scores: np.ndarray, current: np.ndarray | None,
-                   settings: ApplySettings) -> Iterator[tuple[tuple, dict]]:
+                   settings: ApplySettings) -> Iterator[tuple[tuple, tuple]]:
     """The detections among rows with key columns ``keys``, scores [rows, C] and (None: all)
-    ``current`` mask."""
+    ``current`` mask, as ((class, stream or source), (score, source, stream, start_s, end_s,
+    start_utc)): plain tuples, the smallest form to send to the grouping (a batch runner holds
+    every detection until it groups them)."""
     over = np.asarray(scores, np.float32) >= np.asarray(settings.thresholds, np.float32)
     if current is not None:
         over &= current[:, None]
     rows, classes = np.nonzero(over)
     if not len(rows):
         return
-    for key, row, c in zip(keys.select(KEY_COLUMNS).take(pa.array(rows)).to_pylist(), rows,
-                           classes, strict=True):
-        name = settings.classes[c]
-        detection = {"class": name, "score": float(scores[row, c]), **key,
-                     "review_url": bout_url(key["stream"], key["start_utc"])}
-        yield (name, key["stream"] or key["source"]), detection
+    found = keys.select(KEY_COLUMNS).take(pa.array(rows))
+    columns = [found.column(c).to_pylist() for c in KEY_COLUMNS]
+    for values, row, c in zip(zip(*columns, strict=True), rows, classes, strict=True):
+        source, stream = values[0], values[1]
+        yield (settings.classes[c], stream or source), (float(scores[row, c]), *values)
+
+
+def detection_dict(name: str, value: tuple) -> dict:
+    """A detection's record (DETECTION_COLUMNS) from its class and grouped tuple."""
+    score, source, stream, start_s, end_s, start_utc = value
+    return {"class": name, "score": score, "source": source, "stream": stream,
+            "start_s": start_s, "end_s": end_s, "start_utc": start_utc,
+            "review_url": bout_url(stream, start_utc)}
 
 
 def merge_events(detections: list[dict], gap_s: float) -> list[dict]:
@@ -278,10 +287,11 @@ class _GroupFn(beam.DoFn):
         self.events = Metrics.counter(NAMESPACE, "events")
 
     def process(self, keyed):
-        _, detections = keyed
-        detections = sorted(detections, key=lambda d: (d["start_s"], d["end_s"]))
+        (name, _), values = keyed
+        detections = sorted((detection_dict(name, v) for v in values),
+                            key=lambda d: (d["start_s"], d["end_s"]))
         self.detections.inc(len(detections))
-        Metrics.counter(NAMESPACE, f"detections_{detections[0]['class']}").inc(len(detections))
+        Metrics.counter(NAMESPACE, f"detections_{name}").inc(len(detections))
         yield from detections
         events = merge_events(detections, self.gap_s)
         self.events.inc(len(events))
