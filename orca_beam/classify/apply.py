@@ -57,6 +57,9 @@ READ_AHEAD = 2
 #: Default --event_gap_s: detections of one class in one stream at most this far apart
 #: (seconds, from one's end to the next's start) are one event.
 DEFAULT_EVENT_GAP_S = 5.0
+#: The detections Parquet writer's row-group buffer (Beam's default, 64 MB, is memory that grows
+#: with the detections up to that size).
+DETECTION_BUFFER_BYTES = 4 * 1024 * 1024
 DETECTION_COLUMNS = ["class", "score", "source", "stream", "start_s", "end_s", "start_utc",
                      "review_url"]
 DETECTION_SCHEMA = pa.schema([
@@ -143,7 +146,8 @@ class _ShardFn(beam.DoFn):
 def _row_groups(shard: str, sources: set[str]) -> Iterator[tuple[int, pa.RecordBatch]]:
     """(index, record batch of the key columns, ``embedding`` and ``current``: whether the row's
     source is one the commit names here) of each row group of a row shard. Runs in the read-ahead
-    thread (Parquet and Arrow compute release the GIL)."""
+    thread (Parquet and Arrow compute release the GIL). Batches of 4 row groups were measured no
+    faster (5.2 s for 3M rows either way) and held more memory (425 against 345 MiB)."""
     current = pa.array(sorted(sources), pa.string())
     with FileSystems.open(shard) as handle:
         parquet = pq.ParquetFile(handle)
@@ -357,7 +361,7 @@ class ScoreVersion(beam.PTransform):
         _ = (grouped.detections
              | "DetectionsParquet" >> beam.io.WriteToParquet(
                  f"{out}/detections.parquet", DETECTION_SCHEMA, num_shards=1,
-                 shard_name_template=""))
+                 shard_name_template="", row_group_buffer_size=DETECTION_BUFFER_BYTES))
         _ = (grouped.detections
              | "DetectionLines" >> beam.Map(csv_line, DETECTION_COLUMNS)
              | "DetectionsCsv" >> beam.io.WriteToText(
