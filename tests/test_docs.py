@@ -30,12 +30,22 @@ def test_the_readme_is_short_and_links_resolve():
         assert (REPO / target).exists(), target
 
 
-def first_run_commands() -> list[str]:
-    """The bash lines after <!-- first-run --> in README.md."""
+def first_run_commands(marker: str = "first-run") -> list[str]:
+    """The bash lines after <!-- marker --> in README.md."""
     text = (REPO / "README.md").read_text()
-    block = re.search(r"<!-- first-run -->\s*```bash\n(.*?)```", text, re.S)
-    assert block, "README has no first-run block"
+    block = re.search(rf"<!-- {marker} -->\s*```bash\n(.*?)```", text, re.S)
+    assert block, f"README has no {marker} block"
     return [line for line in block.group(1).splitlines() if line.strip()]
+
+
+def run_readme_lines(commands: list[str], folder: Path) -> None:
+    """Runs README lines as written in ``folder`` (``.venv/bin/python``: this interpreter)."""
+    for command in commands:
+        argv = shlex.split(command)
+        assert argv[0] == ".venv/bin/python"
+        done = subprocess.run([sys.executable, *argv[1:]], cwd=folder, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
 
 
 @pytest.mark.e2e
@@ -45,14 +55,16 @@ def test_the_readme_first_run_works_offline(tmp_path):
     written, with ``.venv/bin/python`` being this interpreter."""
     install, *commands = first_run_commands()
     assert install.startswith("python3.11 -m venv .venv") and '".[birdnet]"' in install
-    for command in commands:
-        argv = shlex.split(command)
-        assert argv[0] == ".venv/bin/python"
-        done = subprocess.run([sys.executable, *argv[1:]], cwd=tmp_path, capture_output=True,
-                              text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
+    run_readme_lines(commands, tmp_path)
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     counts = summary["models"]["birdnet"]
     assert counts["embedded"] == 4 and counts["failed"] == 0
     # 48 kHz, 3 s windows at every hop before the end: 4 s -> 2, 6 s -> 2, 5 s -> 2, 9 s -> 3
     assert counts["embeddings"] == 2 + 2 + 2 + 3
+    # then the Classify section's lines: train on demo/labels.csv, apply to the 9 rows
+    run_readme_lines(first_run_commands("classify-run"), tmp_path)
+    clf = json.loads((tmp_path / "clf" / "classifier.json").read_text())
+    assert clf["classes"] == ["call", "sweep", "tone"]  # noise: the negative label
+    applied = json.loads((tmp_path / "scores" / "apply_summary.json").read_text())
+    assert applied["rows_scored"] == 9
+    assert (tmp_path / "scores" / "events.csv").read_text().startswith("class,stream,")

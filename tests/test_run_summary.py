@@ -71,7 +71,7 @@ def test_the_job_writes_the_summary_and_removes_stale_outcome_files(standin_dir,
     rows = [json.loads(line) for path in (output / "outcomes" / written["run_id"]).iterdir()
             for line in path.read_text().splitlines()]
     assert sorted(Path(r["source"]).name for r in rows) == sorted(
-        p.name for p in (tmp_path / "audio").iterdir())
+        p.name for p in (tmp_path / "audio").glob("*.wav"))
     assert written["files_matched"] == written["models"]["yamnet"]["embedded"] == 4
     assert written["models"]["yamnet"]["embeddings"] == sum(r["embeddings"] for r in rows)
     assert abs(written["audio_s"] - sum(r["duration_s"] for r in rows)) < 1e-6

@@ -1,7 +1,10 @@
 """A few synthetic recordings for a first run anywhere, offline: tones, a frequency sweep and
 noise, as 48 kHz mono WAV files of a few seconds each (nobody's real audio).
 
-    python -m orca_beam.testing.demo_audio demo/     # writes demo/*.wav
+    python -m orca_beam.testing.demo_audio demo/     # writes demo/*.wav and demo/labels.csv
+
+``labels.csv`` labels each file by what it holds (``file,kind``: call, tone, sweep, noise), keyed
+by file as ``--label_table`` is, for a first run of the classifier.
 """
 
 from __future__ import annotations
@@ -37,14 +40,21 @@ def demo_signals(seed: int = 0) -> dict[str, np.ndarray]:
     return {name: np.asarray(samples, np.float32) for name, samples in signals.items()}
 
 
+#: What each demo file holds (labels.csv).
+DEMO_KINDS = {"tone_2khz": "tone", "sweep": "sweep", "noise": "noise", "call_in_noise": "call"}
+
+
 def write_demo(folder: Path, seed: int = 0) -> list[Path]:
-    """Writes the demo signals as ``<folder>/<name>.wav`` (16-bit PCM); returns the paths."""
+    """Writes the demo signals as ``<folder>/<name>.wav`` (16-bit PCM) and ``labels.csv``
+    (``file,kind``); returns the WAV paths."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, samples in demo_signals(seed).items():
         path = folder / f"{name}.wav"
         sf.write(str(path), samples, RATE_HZ, subtype="PCM_16")
         paths.append(path)
+    (folder / "labels.csv").write_text(
+        "file,kind\n" + "".join(f"{name}.wav,{kind}\n" for name, kind in DEMO_KINDS.items()))
     return paths
 
 
