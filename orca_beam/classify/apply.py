@@ -57,9 +57,9 @@ READ_AHEAD = 2
 #: Default --event_gap_s: detections of one class in one stream at most this far apart
 #: (seconds, from one's end to the next's start) are one event.
 DEFAULT_EVENT_GAP_S = 5.0
-#: The detections Parquet writer's row-group buffer (Beam's default, 64 MB, is memory that grows
-#: with the detections up to that size).
-DETECTION_BUFFER_BYTES = 4 * 1024 * 1024
+#: Class-and-stream groups of detections per Parquet row group of detections.parquet (memory:
+#: that many groups' records).
+GROUPS_PER_TABLE = 256
 DETECTION_COLUMNS = ["class", "score", "source", "stream", "start_s", "end_s", "start_utc",
                      "review_url"]
 DETECTION_SCHEMA = pa.schema([
@@ -222,11 +222,12 @@ def _detections(table: pa.Table, settings: ApplySettings) -> Iterator[tuple[tupl
 
 
 def _detections_of(keys: pa.Table, scores: np.ndarray, current: np.ndarray | None,
-                   settings: ApplySettings) -> Iterator[tuple[tuple, tuple]]:
+                   settings: ApplySettings) -> Iterator[tuple[tuple, list[tuple]]]:
     """The detections among rows with key columns ``keys``, scores [rows, C] and (None: all)
-    ``current`` mask, as ((class, stream or source), (score, source, stream, start_s, end_s,
-    start_utc)): plain tuples, the smallest form to send to the grouping (a batch runner holds
-    every detection until it groups them)."""
+    ``current`` mask, as ((class, stream or source), [(score, source, stream, start_s, end_s,
+    start_utc), ...]): one element per key and batch (Beam's cost is per element: 80 us a
+    detection, measured, when each was one), of plain tuples (a batch runner holds every
+    detection until it groups them)."""
     over = np.asarray(scores, np.float32) >= np.asarray(settings.thresholds, np.float32)
     if current is not None:
         over &= current[:, None]
@@ -235,9 +236,12 @@ def _detections_of(keys: pa.Table, scores: np.ndarray, current: np.ndarray | Non
         return
     found = keys.select(KEY_COLUMNS).take(pa.array(rows))
     columns = [found.column(c).to_pylist() for c in KEY_COLUMNS]
+    grouped: dict[tuple, list[tuple]] = {}
     for values, row, c in zip(zip(*columns, strict=True), rows, classes, strict=True):
         source, stream = values[0], values[1]
-        yield (settings.classes[c], stream or source), (float(scores[row, c]), *values)
+        grouped.setdefault((settings.classes[c], stream or source), []).append(
+            (float(scores[row, c]), *values))
+    yield from grouped.items()
 
 
 def detection_dict(name: str, value: tuple) -> dict:
@@ -282,8 +286,9 @@ def _end_utc(detection: dict):
 
 
 class _GroupFn(beam.DoFn):
-    """(class, stream) and its detections -> the detections in time order (main output) and the
-    events (``events``)."""
+    """(class, stream) and its lists of detections -> the detections in time order, as one list
+    of records (main output) and one block of CSV lines (``csv``), and the events' block of CSV
+    lines (``events``): one element each per class and stream, not one per detection."""
 
     def __init__(self, gap_s: float):
         self.gap_s = gap_s
@@ -291,16 +296,23 @@ class _GroupFn(beam.DoFn):
         self.events = Metrics.counter(NAMESPACE, "events")
 
     def process(self, keyed):
-        (name, _), values = keyed
-        detections = sorted((detection_dict(name, v) for v in values),
+        (name, _), lists = keyed
+        detections = sorted((detection_dict(name, v) for values in lists for v in values),
                             key=lambda d: (d["start_s"], d["end_s"]))
         self.detections.inc(len(detections))
         Metrics.counter(NAMESPACE, f"detections_{name}").inc(len(detections))
-        yield from detections
+        yield detections
+        yield beam.pvalue.TaggedOutput(
+            "csv", "\n".join(csv_line(d, DETECTION_COLUMNS) for d in detections))
         events = merge_events(detections, self.gap_s)
         self.events.inc(len(events))
-        for event in events:
-            yield beam.pvalue.TaggedOutput("events", event)
+        yield beam.pvalue.TaggedOutput(
+            "events", "\n".join(csv_line(e, EVENT_COLUMNS) for e in events))
+
+
+def _detection_table(groups: list[list[dict]]) -> pa.Table:
+    """Some groups' detections as one table (one Parquet row group)."""
+    return pa.Table.from_pylist([d for group in groups for d in group], schema=DETECTION_SCHEMA)
 
 
 def csv_line(record: dict, columns: list[str]) -> str:
@@ -357,18 +369,19 @@ class ScoreVersion(beam.PTransform):
                    | "Detections" >> beam.Flatten()
                    | "ByClassAndStream" >> beam.GroupByKey()
                    | "InTimeOrder" >> beam.ParDo(_GroupFn(settings.event_gap_s))
-                   .with_outputs("events", main="detections"))
+                   .with_outputs("csv", "events", main="detections"))
         _ = (grouped.detections
-             | "DetectionsParquet" >> beam.io.WriteToParquet(
+             | "GroupsOfGroups" >> beam.BatchElements(min_batch_size=GROUPS_PER_TABLE,
+                                                      max_batch_size=GROUPS_PER_TABLE)
+             | "DetectionTables" >> beam.Map(_detection_table)
+             | "DetectionsParquet" >> beam.io.WriteToParquetBatched(
                  f"{out}/detections.parquet", DETECTION_SCHEMA, num_shards=1,
-                 shard_name_template="", row_group_buffer_size=DETECTION_BUFFER_BYTES))
-        _ = (grouped.detections
-             | "DetectionLines" >> beam.Map(csv_line, DETECTION_COLUMNS)
+                 shard_name_template=""))
+        _ = (grouped.csv
              | "DetectionsCsv" >> beam.io.WriteToText(
                  f"{out}/detections.csv", num_shards=1, shard_name_template="",
                  header=",".join(DETECTION_COLUMNS)))
         _ = (grouped.events
-             | "EventLines" >> beam.Map(csv_line, EVENT_COLUMNS)
              | "EventsCsv" >> beam.io.WriteToText(
                  f"{out}/events.csv", num_shards=1, shard_name_template="",
                  header=",".join(EVENT_COLUMNS)))
