@@ -27,7 +27,7 @@ import hashlib
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import apache_beam as beam
 import numpy as np
@@ -51,12 +51,15 @@ from orca_beam.store.version import VERSION_NAME, read_json
 from orca_beam.tags import NAMESPACE
 
 KEY_COLUMNS = ["source", "stream", "start_s", "end_s", "start_utc"]
+UTC_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: Row groups read ahead in a background thread while the previous one is scored and written
 #: (Parquet reading releases the GIL): reading overlaps the rest, on a second core.
 READ_AHEAD = 2
 #: Default --event_gap_s: detections of one class in one stream at most this far apart
 #: (seconds, from one's end to the next's start) are one event.
 DEFAULT_EVENT_GAP_S = 5.0
+#: Where the detection files' shards are written before :func:`concatenate` joins them.
+WRITING_DIR = "_writing"
 #: Class-and-stream groups of detections per Parquet row group of detections.parquet (memory:
 #: that many groups' records).
 GROUPS_PER_TABLE = 256
@@ -225,7 +228,7 @@ def _detections_of(keys: pa.Table, scores: np.ndarray, current: np.ndarray | Non
                    settings: ApplySettings) -> Iterator[tuple[tuple, list[tuple]]]:
     """The detections among rows with key columns ``keys``, scores [rows, C] and (None: all)
     ``current`` mask, as ((class, stream or source), [(score, source, stream, start_s, end_s,
-    start_utc), ...]): one element per key and batch (Beam's cost is per element: 80 us a
+    start_utc as UTC microseconds), ...]): one element per key and batch (Beam's cost is per element: 80 us a
     detection, measured, when each was one), of plain tuples (a batch runner holds every
     detection until it groups them)."""
     over = np.asarray(scores, np.float32) >= np.asarray(settings.thresholds, np.float32)
@@ -235,7 +238,9 @@ def _detections_of(keys: pa.Table, scores: np.ndarray, current: np.ndarray | Non
     if not len(rows):
         return
     found = keys.select(KEY_COLUMNS).take(pa.array(rows))
-    columns = [found.column(c).to_pylist() for c in KEY_COLUMNS]
+    # start_utc as integer microseconds: a datetime pickles to about 4x the bytes
+    columns = [found.column(c).to_pylist() for c in KEY_COLUMNS[:-1]]
+    columns.append(found.column("start_utc").cast(pa.int64()).to_pylist())
     grouped: dict[tuple, list[tuple]] = {}
     for values, row, c in zip(zip(*columns, strict=True), rows, classes, strict=True):
         source, stream = values[0], values[1]
@@ -246,7 +251,8 @@ def _detections_of(keys: pa.Table, scores: np.ndarray, current: np.ndarray | Non
 
 def detection_dict(name: str, value: tuple) -> dict:
     """A detection's record (DETECTION_COLUMNS) from its class and grouped tuple."""
-    score, source, stream, start_s, end_s, start_utc = value
+    score, source, stream, start_s, end_s, start_us = value
+    start_utc = None if start_us is None else UTC_EPOCH + timedelta(microseconds=start_us)
     return {"class": name, "score": score, "source": source, "stream": stream,
             "start_s": start_s, "end_s": end_s, "start_utc": start_utc,
             "review_url": bout_url(stream, start_utc)}
@@ -370,18 +376,51 @@ class ScoreVersion(beam.PTransform):
                    | "ByClassAndStream" >> beam.GroupByKey()
                    | "InTimeOrder" >> beam.ParDo(_GroupFn(settings.event_gap_s))
                    .with_outputs("csv", "events", main="detections"))
-        _ = (grouped.detections
-             | "GroupsOfGroups" >> beam.BatchElements(min_batch_size=GROUPS_PER_TABLE,
-                                                      max_batch_size=GROUPS_PER_TABLE)
-             | "DetectionTables" >> beam.Map(_detection_table)
-             | "DetectionsParquet" >> beam.io.WriteToParquetBatched(
-                 f"{out}/detections.parquet", DETECTION_SCHEMA, num_shards=1,
-                 shard_name_template=""))
-        _ = (grouped.csv
-             | "DetectionsCsv" >> beam.io.WriteToText(
-                 f"{out}/detections.csv", num_shards=1, shard_name_template="",
-                 header=",".join(DETECTION_COLUMNS)))
-        _ = (grouped.events
-             | "EventsCsv" >> beam.io.WriteToText(
-                 f"{out}/events.csv", num_shards=1, shard_name_template="",
-                 header=",".join(EVENT_COLUMNS)))
+        written = {}
+        written["parquet"] = (
+            grouped.detections
+            | "GroupsOfGroups" >> beam.BatchElements(min_batch_size=GROUPS_PER_TABLE,
+                                                     max_batch_size=GROUPS_PER_TABLE)
+            | "DetectionTables" >> beam.Map(_detection_table)
+            | "DetectionsParquet" >> beam.io.WriteToParquetBatched(
+                f"{out}/{WRITING_DIR}/detections", DETECTION_SCHEMA,
+                file_name_suffix=".parquet"))
+        written["csv"] = (grouped.csv | "DetectionsCsv" >> beam.io.WriteToText(
+            f"{out}/{WRITING_DIR}/detections", file_name_suffix=".csv"))
+        written["events"] = (grouped.events | "EventsCsv" >> beam.io.WriteToText(
+            f"{out}/{WRITING_DIR}/events", file_name_suffix=".csv"))
+        for kind, target, header in (
+                ("parquet", "detections.parquet", None),
+                ("csv", "detections.csv", ",".join(DETECTION_COLUMNS)),
+                ("events", "events.csv", ",".join(EVENT_COLUMNS))):
+            _ = (written[kind]
+                 | f"{kind}Shards" >> beam.combiners.ToList()  # file names: a few per worker
+                 | f"{kind}One" >> beam.Map(concatenate, f"{out}/{target}", header))
+
+
+def concatenate(shards: list[str], target: str, header: str | None) -> str:
+    """Writes the shards a sink wrote (runner-chosen count: no grouping of their records first)
+    as one file ``target``, then deletes them: CSV bytes copied after one ``header`` line,
+    Parquet row group by row group (``header`` None; no shards: an empty table). Memory: one
+    row group or 1 MB."""
+    shards = sorted(shards)
+    if header is None:
+        with FileSystems.create(target) as handle, pq.ParquetWriter(
+                handle, DETECTION_SCHEMA) as writer:
+            if not shards:
+                writer.write_table(DETECTION_SCHEMA.empty_table())
+            for shard in shards:
+                with FileSystems.open(shard) as source:
+                    parquet = pq.ParquetFile(source)
+                    for group in range(parquet.num_row_groups):
+                        writer.write_table(parquet.read_row_group(group))
+    else:
+        with FileSystems.create(target) as handle:
+            handle.write((header + "\n").encode())
+            for shard in shards:
+                with FileSystems.open(shard) as source:
+                    while chunk := source.read(1 << 20):
+                        handle.write(chunk)
+    if shards:
+        FileSystems.delete(shards)
+    return target
