@@ -32,13 +32,17 @@ from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
-import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from orca_beam.core import s3
 from orca_beam.core.errors import UsageError
 from orca_beam.store.manifest import iter_entries, version_state, write_atomically
-from orca_beam.store.reader import ReadEntries, keep_sources, shard_sources
+from orca_beam.store.reader import (
+    ReadEntries,
+    iter_current_batches,
+    read_current_rows_of_shard,
+    shard_sources,
+)
 from orca_beam.store.version import VERSION_NAME, read_json, utc_now
 
 DERIVED_NAME = "_derived.json"
@@ -110,16 +114,10 @@ def derived_rows(folder: str, columns: list[str] | None = None) -> pa.Table | No
     commit = read_derived_commit(folder)
     if commit is None:
         return None
-    tables = []
-    for part, sources in _current_parts(commit, iter_entries(commit["upstream"]["folder"])):
-        with FileSystems.open(part) as handle:
-            table = keep_sources(pq.read_table(handle, columns=_with_source(columns)), sources)
-        tables.append(table if columns is None else table.select(columns))
+    tables = [read_current_rows_of_shard(part, sources, columns)
+              for part, sources in _current_parts(commit,
+                                                  iter_entries(commit["upstream"]["folder"]))]
     return pa.concat_tables(tables) if tables else None
-
-
-def _with_source(columns: Sequence[str] | None) -> list[str] | None:
-    return None if columns is None else list(dict.fromkeys(["source", *columns]))
 
 
 class _ReadPartFn(beam.DoFn):
@@ -137,17 +135,10 @@ class _ReadPartFn(beam.DoFn):
 def iter_part_batches(parts: Sequence[str], sources: set[str],
                       columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
     """The rows of ``parts`` (one row shard's) whose ``source`` is in ``sources``, one record
-    batch per Parquet row group, holding ``columns`` (None: all)."""
+    batch per Parquet row group, holding ``columns`` (None: all): the store's own row reader,
+    part by part."""
     for part in parts:
-        with FileSystems.open(part) as handle:
-            parquet = pq.ParquetFile(handle)
-            for group in range(parquet.num_row_groups):
-                table = keep_sources(parquet.read_row_group(group, _with_source(columns)),
-                                     sources)
-                if table.num_rows:
-                    if columns is not None:
-                        table = table.select(list(columns))
-                    yield from table.combine_chunks().to_batches()
+        yield from iter_current_batches(part, sources, columns)
 
 
 class ReadDerivedRows(beam.PTransform):
