@@ -32,7 +32,12 @@ import numpy as np
 
 from orca_beam.core.errors import UsageError
 from orca_beam.labels import read_labels
-from orca_beam.review.verdicts import WindowLabel, is_window_table, read_window_labels
+from orca_beam.review.verdicts import (
+    WindowLabel,
+    is_window_table,
+    read_table_rows,
+    window_labels,
+)
 from orca_beam.store.manifest import iter_entries
 from orca_beam.store.reader import embedding_matrix, read_current_rows_of_shard
 
@@ -124,20 +129,8 @@ def match_rows(labels: list[WindowLabel], starts: np.ndarray, ends: np.ndarray
 def gather_examples(folder: str, settings: LabelSettings) -> Examples:
     """The labelled windows of version ``folder`` (module doc). UsageError when no label
     matches a row, or fewer than one class has a positive."""
-    window_labels: dict[str, list[WindowLabel]] = {}
-    lookups = []
-    kinds = []
-    for path in settings.tables:
-        if is_window_table(path):
-            kinds.append("window")
-            for label in read_window_labels(path, settings.column):
-                window_labels.setdefault(label.source, []).append(label)
-        else:
-            kinds.append("file")
-            lookups.append(_file_label_lookup(path, settings.column))
-
-    def file_lookup(source: str) -> list[str]:
-        return [label for lookup in lookups for label in lookup(source)]
+    tables = LabelledWindows(settings.tables, settings.column)
+    windows_of, file_lookup = tables.windows, tables.file_labels
     rng = np.random.default_rng(settings.seed)
     wanted: dict[str, set[str]] = {}
     weak_sources: list[tuple[str, list[str]]] = []
@@ -148,7 +141,7 @@ def gather_examples(folder: str, settings: LabelSettings) -> Examples:
         if not shards:
             continue
         labels = file_lookup(source)
-        if (source in window_labels) or labels:
+        if (source in windows_of) or labels:
             if labels:
                 file_labels[source] = labels
             for shard in shards:
@@ -192,8 +185,8 @@ def gather_examples(folder: str, settings: LabelSettings) -> Examples:
                     for label in file_labels[source]:
                         _apply_label(window, label, "yes", settings.negative_label)
                     vectors[key] = matrix[i]
-            if source in window_labels:
-                for label, hit in match_rows(window_labels[source], starts[rows], ends[rows]):
+            if source in windows_of:
+                for label, hit in match_rows(windows_of[source], starts[rows], ends[rows]):
                     if len(hit):
                         matched.add(label)
                     for j in hit:
@@ -201,7 +194,7 @@ def gather_examples(folder: str, settings: LabelSettings) -> Examples:
                         _apply_label(windows.setdefault(key, _Window()), label.label,
                                      label.verdict, settings.negative_label)
                         vectors[key] = matrix[rows[j]]
-            if source not in file_labels and source not in window_labels:
+            if source not in file_labels and source not in windows_of:
                 # a weak negative candidate: reservoir over its rows
                 for key, i in zip(keys, rows, strict=True):
                     weak_seen += 1
@@ -212,8 +205,8 @@ def gather_examples(folder: str, settings: LabelSettings) -> Examples:
                         j = int(rng.integers(weak_seen))
                         if j < settings.weak_negatives:
                             weak_keys[j], weak_vectors[j] = key, matrix[i]
-    unmatched = [lab for labs in window_labels.values() for lab in labs if lab not in matched]
-    return _build(settings, windows, vectors, weak_keys, weak_vectors, unmatched, kinds)
+    unmatched = [lab for labs in windows_of.values() for lab in labs if lab not in matched]
+    return _build(settings, windows, vectors, weak_keys, weak_vectors, unmatched, tables.kinds)
 
 
 def _build(settings: LabelSettings, windows: dict, vectors: dict, weak_keys: list,
@@ -265,19 +258,28 @@ def _build(settings: LabelSettings, windows: dict, vectors: dict, weak_keys: lis
 
 
 class LabelledWindows:
-    """Which rows some label table already labels (the review leaves them out): every row of a
-    source a file-keyed table labels, and the rows a window-keyed table's rows match
-    (:func:`match_rows`; any verdict). Holds the tables (small beside the corpus)."""
+    """Label tables, read once (small beside the corpus): ``windows`` (source -> its labelled
+    windows, from the window-keyed tables), :meth:`file_labels` (the labels file-keyed tables
+    give a source), ``kinds`` ("window" / "file" per table). Training joins them to rows; the
+    review leaves out the rows they label (:meth:`mask`)."""
 
     def __init__(self, tables: Iterable[str], column: str = "label"):
         self.windows: dict[str, list[WindowLabel]] = {}
         self.lookups = []
+        self.kinds: list[str] = []
         for path in tables:
-            if is_window_table(path):
-                for label in read_window_labels(path, column):
+            rows = read_table_rows(path, "--label_table")
+            if is_window_table(rows):
+                self.kinds.append("window")
+                for label in window_labels(rows, path, column):
                     self.windows.setdefault(label.source, []).append(label)
             else:
+                self.kinds.append("file")
                 self.lookups.append(_file_label_lookup(path, column))
+
+    def file_labels(self, source: str) -> list[str]:
+        """The labels the file-keyed tables give ``source`` (matched by base name)."""
+        return [label for lookup in self.lookups for label in lookup(source)]
 
     def mask(self, sources: list[str], starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
         """Whether each row (its source, start and end in seconds) is labelled already."""
@@ -287,7 +289,7 @@ class LabelledWindows:
             by_source.setdefault(source, []).append(i)
         for source, rows in by_source.items():
             rows = np.asarray(rows)
-            if any(lookup(source) for lookup in self.lookups):
+            if self.file_labels(source):
                 labelled[rows] = True
             for _, hit in match_rows(self.windows.get(source, []), starts[rows], ends[rows]):
                 labelled[rows[hit]] = True

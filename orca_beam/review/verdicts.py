@@ -64,7 +64,12 @@ def read_window_labels(path: str, label_column: str = "label", flag: str = "--la
     """The labelled windows of a table keyed by window (see the module doc). ``label_column``:
     the column holding the label. UsageError (naming the file and line) for a missing column,
     a bad number or an unknown verdict."""
-    rows = read_table_rows(path, flag)
+    return window_labels(read_table_rows(path, flag), path, label_column, flag)
+
+
+def window_labels(rows: list[dict], path: str, label_column: str = "label",
+                  flag: str = "--label_table") -> list[WindowLabel]:
+    """:func:`read_window_labels` of rows already read (:func:`read_table_rows`)."""
     if not rows:
         raise UsageError(f"{flag} {path}: no rows")
     missing = [c for c in ("source", "start_s", label_column) if c not in rows[0]]
@@ -83,8 +88,7 @@ def read_window_labels(path: str, label_column: str = "label", flag: str = "--la
     return labels
 
 
-def is_window_table(path: str) -> bool:
-    """Whether a label table is keyed by window (has ``source`` and ``start_s`` columns)
-    rather than by file."""
-    rows = read_table_rows(path, "--label_table")
+def is_window_table(rows: list[dict]) -> bool:
+    """Whether a label table's rows (:func:`read_table_rows`) are keyed by window (``source``
+    and ``start_s`` columns) rather than by file."""
     return bool(rows) and "source" in rows[0] and "start_s" in rows[0]

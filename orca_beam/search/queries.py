@@ -7,18 +7,17 @@ pooled into scores is :func:`orca_beam.search.scores.pooled_scores`' ``pool``.
 
 from __future__ import annotations
 
-import csv
 import io
 from dataclasses import dataclass, field
 
 import numpy as np
 import soundfile as sf
-from apache_beam.io.filesystems import FileSystems
 
 from orca_beam.core.audio import load_audio
 from orca_beam.core.errors import UsageError
 from orca_beam.models.embed import embed_file
 from orca_beam.models.loading import cached_model
+from orca_beam.review.verdicts import read_table_rows
 from orca_beam.store.manifest import iter_entries
 from orca_beam.store.reader import read_current_rows_of_shard
 from orca_beam.store.version import VersionInfo
@@ -121,8 +120,7 @@ def table_queries(path: str, version: VersionInfo, handle: str | None = None) ->
     """The clips of a CSV table (local, gs:// or s3://) with a ``source`` column and optional
     ``start_s``, ``end_s`` (seconds) and ``query`` (a name) columns; with a ``verdict`` column
     (the review page's export), only rows whose verdict is ``yes``. Each is a :func:`clip_query`."""
-    with FileSystems.open(path) as handle_:
-        rows = list(csv.DictReader(io.StringIO(handle_.read().decode())))
+    rows = read_table_rows(path, "--queries_from")
     if rows and "source" not in rows[0]:
         raise UsageError(f"--queries_from {path}: needs a source column")
     queries = []
