@@ -21,7 +21,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 
-from orca_beam.classify.apply import ApplySettings
+from orca_beam.classify.apply import ApplySettings, refuse_another_version
 from orca_beam.classify.linear import LinearClassifier
 from orca_beam.core import s3
 from orca_beam.core.errors import UsageError
@@ -177,16 +177,14 @@ def classifier_target(config: ExtractConfig, versions: dict) -> tuple[str, objec
     its model is not run here or its embedding version is not the one this run writes."""
     if not FileSystems.exists(config.classifier):
         raise UsageError(f"--classifier {config.classifier} does not exist")
-    trained_on = LinearClassifier.load(config.classifier).meta.get("embedding", {})
-    model = trained_on.get("model")
+    classifier = LinearClassifier.load(config.classifier)
+    model = classifier.meta.get("embedding", {}).get("model")
     if model not in versions:
         raise UsageError(f"--classifier {config.classifier} scores {model} rows; add "
                          f"--model {model}")
-    if versions[model].version_id != trained_on.get("version_id"):
-        raise UsageError(
-            f"--classifier {config.classifier} was trained on embedding version "
-            f"{trained_on.get('version_id')}, this run writes {versions[model].version_id} "
-            f"({versions[model].label}): train it on these rows")
+    refuse_another_version(f"--classifier {config.classifier}", classifier,
+                           versions[model].version_id,
+                           f"{versions[model].label}, which this run writes")
     return model, versions[model]
 
 

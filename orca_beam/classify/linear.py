@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
@@ -62,10 +63,12 @@ class LinearClassifier:
             x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         return (x - self.center) / self.scale
 
+    @cached_property
     def folded(self) -> tuple[np.ndarray, np.ndarray]:
         """The centring and scaling folded into the layer: (weights' [D, C], bias' [C]) with
         ``z @ weights.T + bias == x' @ weights' + bias'`` (``x'``: the input after the optional
-        L2 step), so scoring makes no normalised copy of the inputs."""
+        L2 step), so scoring makes no normalised copy of the inputs. Computed once: a
+        classifier's weights do not change once made."""
         folded = (self.weights / self.scale).T
         return folded, self.bias - self.center @ folded
 
@@ -74,9 +77,7 @@ class LinearClassifier:
         x = np.asarray(x, np.float64)
         if self.l2_normalize:
             x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        if not hasattr(self, "_folded"):
-            self._folded = self.folded()
-        weights, bias = self._folded
+        weights, bias = self.folded
         return x @ weights + bias
 
     def scores(self, x: np.ndarray) -> np.ndarray:

@@ -177,7 +177,7 @@ class SelectForReview(beam.PTransform):
                  | "Sample" >> beam.combiners.Top.Of(QUANTILE_SAMPLE, key=lambda kv: kv[0])
                  | "Edges" >> beam.Map(_edges))
         binned = (parts
-                  | "Bin" >> beam.ParDo(_BinFn(), beam.pvalue.AsSingleton(edges), selection.n)
+                  | "Bin" >> beam.FlatMap(_binned, beam.pvalue.AsSingleton(edges), selection.n)
                   .with_outputs("counts", main="hits"))
         counts = binned.counts | "RowsPerBin" >> beam.CombinePerKey(sum)
         return (binned.hits
@@ -186,7 +186,3 @@ class SelectForReview(beam.PTransform):
                 | "Hits" >> beam.Map(_bin_hits, beam.pvalue.AsDict(counts),
                                      beam.pvalue.AsSingleton(edges), selection))
 
-
-class _BinFn(beam.DoFn):
-    def process(self, part, edges, n):
-        yield from _binned(part, edges, n)
