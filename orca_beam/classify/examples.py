@@ -33,6 +33,7 @@ import numpy as np
 from orca_beam.core.errors import UsageError
 from orca_beam.labels import read_labels
 from orca_beam.review.verdicts import (
+    ROW_MATCH_S,
     WindowLabel,
     is_window_table,
     read_table_rows,
@@ -41,8 +42,6 @@ from orca_beam.review.verdicts import (
 from orca_beam.store.manifest import iter_entries
 from orca_beam.store.reader import embedding_matrix, read_current_rows_of_shard
 
-#: Seconds within which a labelled window's start_s names a row's start_s.
-ROW_MATCH_S = 1e-3
 #: hoplite's weight of a random unlabelled window as a negative.
 WEAK_WEIGHT = 0.05
 ROW_COLUMNS = ["source", "start_s", "end_s", "embedding"]

@@ -31,6 +31,7 @@ from orca_beam.review.clips import (
     spectrogram_rgb,
     wav_bytes,
 )
+from orca_beam.review.verdicts import EXPORT_COLUMNS
 
 LOG = logging.getLogger(__name__)
 #: Default seconds of audio each side of a hit.
@@ -89,7 +90,7 @@ def page_html(cards: list[dict], title: str, context_s: float) -> str:
     data = json.dumps(cards).replace("</", "<\\/")
     return (PAGE.replace("__TITLE__", html.escape(title))
             .replace("__CONTEXT__", f"{context_s:g}").replace("__RATE__", str(CLIP_RATE_HZ))
-            .replace("__DATA__", data))
+            .replace("__EXPORT_HEADER__", ",".join(EXPORT_COLUMNS)).replace("__DATA__", data))
 
 
 PAGE = """<!doctype html>
@@ -169,7 +170,7 @@ function cell(value) {
   return /[",\\n\\r]/.test(text) ? '"' + text.replace(/"/g, '""') + '"' : text;
 }
 function exportLabels() {
-  const lines = ['source,start_s,end_s,start_utc,label,verdict'];
+  const lines = ['__EXPORT_HEADER__'];
   HITS.forEach(hit => {
     const v = verdicts[keyOf(hit)];
     if (v) lines.push([hit.source, hit.start_s, hit.end_s, hit.start_utc, hit.label, v]

@@ -17,8 +17,11 @@ from apache_beam.io.filesystems import FileSystems
 
 from orca_beam.core.errors import UsageError
 
-#: The export's columns, in order.
+#: The export's columns, in order (the page writes this header).
 EXPORT_COLUMNS = ("source", "start_s", "end_s", "start_utc", "label", "verdict")
+#: Seconds within which a labelled window's (or a ``SOURCE@START_S`` reference's) start names a
+#: stored row's ``start_s``.
+ROW_MATCH_S = 1e-3
 VERDICTS = ("yes", "no", "unsure")
 
 

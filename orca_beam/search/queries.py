@@ -17,13 +17,10 @@ from orca_beam.core.audio import load_audio
 from orca_beam.core.errors import UsageError
 from orca_beam.models.embed import embed_file
 from orca_beam.models.loading import cached_model
-from orca_beam.review.verdicts import read_table_rows
+from orca_beam.review.verdicts import ROW_MATCH_S, read_table_rows
 from orca_beam.store.manifest import iter_entries
 from orca_beam.store.reader import read_current_rows_of_shard
 from orca_beam.store.version import VersionInfo
-
-#: Seconds within which ``SOURCE@START_S`` must match a stored row's ``start_s``.
-ROW_MATCH_S = 1e-3
 
 
 @dataclass(frozen=True)
