@@ -92,6 +92,8 @@ class Outcome:
     stream: str | None = None
     start_utc: str | None = None
     time_source: str = NO_TIME
+    #: a gap row: the segment whose manifest entry records the gap
+    owner: str | None = None
 
     def to_dict(self) -> dict:
         """Plain dict for JSON."""

@@ -34,10 +34,11 @@ def feed_slug(node: str | None) -> str | None:
     return node[4:].replace("_", "-")
 
 
-def bout_url(stream: str | None, utc: datetime | None) -> str:
+def bout_url(stream: str | None, utc: datetime | None, slug: str | None = None) -> str:
     """The bout page of the node of ``stream`` at ``utc`` (a timezone-aware datetime); "" when
-    the stream is not an Orcasound node's or the time is unknown."""
-    slug = feed_slug(node_of_stream(stream))
+    the stream is not an Orcasound node's or the time is unknown. ``slug``: the feed slug to
+    use instead of the one derived from the node's name."""
+    slug = slug or feed_slug(node_of_stream(stream))
     if slug is None or utc is None:
         return ""
     time = utc.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"

@@ -6,10 +6,11 @@ commit record, written last, atomically).
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 import apache_beam as beam
 
-from orca_beam.core.statuses import EMBEDDED, FAILED
+from orca_beam.core.statuses import EMBEDDED, FAILED, GAP
 from orca_beam.records import SourceState
 from orca_beam.store.digest import rows_digest
 from orca_beam.store.manifest import (
@@ -42,6 +43,8 @@ class _ManifestEntryFn(beam.DoFn):
         state = states[0]
         outcome = next(iter(grouped["outcomes"]), None)
         shards = sorted(set(grouped["shards"]))
+        gaps = sorted((_gap_value(g) for g in grouped["gaps"]),
+                      key=lambda g: (g["start_utc"] is None, g["start_utc"] or 0))
         yield ManifestEntry(
             source, state.size_bytes, state.fingerprint,
             outcome.status if outcome else FAILED, outcome.embeddings if outcome else 0,
@@ -49,7 +52,23 @@ class _ManifestEntryFn(beam.DoFn):
             outcome.duration_s if outcome else None,
             outcome.error_class if outcome else "MissingOutcome",
             outcome.error if outcome else "no outcome was recorded",
-            state.mtime_s, state.compared).to_dict()
+            state.mtime_s, state.compared,
+            stream=outcome.stream if outcome else None,
+            start_utc=_utc(outcome.start_utc) if outcome else None,
+            time_source=outcome.time_source if outcome else "", gaps=gaps).to_dict()
+
+
+def _utc(iso: str | None) -> datetime | None:
+    return None if iso is None else datetime.fromisoformat(iso).astimezone(UTC)
+
+
+def _gap_value(gap) -> dict:
+    """A gap outcome row as the entry's ``gaps`` item (GAP_TYPE)."""
+    return {"start_utc": _utc(gap.start_utc), "duration_s": gap.duration_s, "cause": gap.error}
+
+
+def _is_gap(outcome) -> bool:
+    return outcome.status == GAP
 
 
 def _shard_sources(shard: str):
@@ -64,8 +83,9 @@ def _shard_sources(shard: str):
 
 class ManifestEntries(beam.PTransform):
     """This run's manifest entries of one model (ENTRY_SCHEMA dicts) for the files it
-    processed: a join by source of ``sources`` (SourceState), ``outcomes`` (Outcome, any model)
-    and ``shards`` (the row shard names this run wrote for the model)."""
+    processed: a join by source of ``sources`` (SourceState), ``outcomes`` (Outcome, any model:
+    this model's give each entry its status, stream and UTC start; the gap rows go to the entry
+    of their ``owner``) and ``shards`` (the row shard names this run wrote for the model)."""
 
     def __init__(self, model: str, run_id: str):
         super().__init__()
@@ -80,6 +100,8 @@ class ManifestEntries(beam.PTransform):
                          | "OnlyThisModel" >> beam.Filter(lambda o, m=model: o.model == m)
                          | "KeyOutcomes" >> beam.Map(lambda o: (o.source, o))),
             "shards": inputs["shards"] | "SourcesPerShard" >> beam.FlatMap(_shard_sources),
+            "gaps": (inputs["outcomes"] | "OnlyGaps" >> beam.Filter(_is_gap)
+                     | "KeyGapsByOwner" >> beam.Map(lambda o: (o.owner or o.source, o))),
         }
         return (keyed | "JoinBySource" >> beam.CoGroupByKey()
                 | "ToEntries" >> beam.ParDo(_ManifestEntryFn(model, self.run_id)))

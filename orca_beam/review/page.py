@@ -20,6 +20,7 @@ import json
 import logging
 from collections.abc import Iterable
 
+import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from orca_beam.core.audio import AudioError
@@ -43,6 +44,23 @@ def _write(path: str, data: bytes) -> None:
         handle.write(data)
 
 
+def hit_audio(hit: dict, context_s: float) -> tuple[np.ndarray, int, float]:
+    """The audio of a row (``source``, ``start_s``, ``end_s``; a stream's also ``stream`` and
+    ``start_utc``) with ``context_s`` seconds either side: (mono float32 samples, rate in Hz,
+    the second the clip starts at, in the row's own seconds). A stream's clip is cut by UTC,
+    across segment joins. Raises AudioError, OSError or ValueError when it cannot be cut."""
+    if hit.get("stream"):
+        if not hit.get("start_utc"):
+            raise ValueError("the hit has no UTC time to find its audio by")
+        at = hit["start_utc"].timestamp()
+        samples, rate, begin_utc = cut_stream_clip(
+            hit["stream"], at - context_s, at + hit["end_s"] - hit["start_s"] + context_s)
+        return samples, rate, hit["start_s"] - (at - begin_utc)
+    samples, begin = cut_clip(hit["source"], max(0.0, hit["start_s"] - context_s),
+                              hit["end_s"] + context_s)
+    return samples, CLIP_RATE_HZ, begin
+
+
 def write_review(hits: Iterable[dict], out_dir: str, *, context_s: float = DEFAULT_CONTEXT_S,
                  title: str = "orca-beam review") -> dict:
     """Writes the page and one clip (WAV, CLIP_RATE_HZ) and spectrogram (PNG) per hit under
@@ -57,17 +75,7 @@ def write_review(hits: Iterable[dict], out_dir: str, *, context_s: float = DEFAU
                 "start_utc": hit["start_utc"].isoformat() if hit.get("start_utc") else "",
                 "audio": None, "picture": None, "clip_start_s": None, "why": ""}
         try:
-            if hit.get("stream"):  # a stream: cut by UTC, across segment joins
-                if not hit.get("start_utc"):
-                    raise ValueError("the hit has no UTC time to find its audio by")
-                at = hit["start_utc"].timestamp()
-                samples, rate, begin_utc = cut_stream_clip(
-                    hit["stream"], at - context_s, at + hit["end_s"] - hit["start_s"] + context_s)
-                begin = hit["start_s"] - (at - begin_utc)  # in the stream's seconds
-            else:
-                samples, begin = cut_clip(hit["source"], max(0.0, hit["start_s"] - context_s),
-                                          hit["end_s"] + context_s)
-                rate = CLIP_RATE_HZ
+            samples, rate, begin = hit_audio(hit, context_s)
             name = f"clips/hit-{number:04d}"
             _write(f"{out}/{name}.wav", wav_bytes(samples, rate))
             marks = (hit["start_s"] - begin, hit["end_s"] - begin)

@@ -244,11 +244,23 @@ def plan_folder(folder: str, start: datetime, end: datetime
 
 
 def gap_outcome(stream: str, source: str, start_utc_s: float | None, gap_s: float | None,
-                cause: str, time_source: str) -> Outcome:
-    """The outcome row of one gap in a stream (status ``gap``, model ``""``)."""
+                cause: str, time_source: str, owner: str | None = None) -> Outcome:
+    """The outcome row of one gap in a stream (status ``gap``, model ``""``). ``owner``: the
+    segment whose manifest entry records it (default: ``source``)."""
     return Outcome(source, "", GAP, 0, None if gap_s is None else round(gap_s, 6), None, None,
                    error_class="Gap", error=cause, stream=stream, start_utc=_iso(start_utc_s),
-                   time_source=time_source)
+                   time_source=time_source, owner=owner or source)
+
+
+def gap_owner(plan: FolderPlan, index: int, selected: Sequence[int]) -> str | None:
+    """The segment whose manifest entry records the gap of missing slot ``index``: the next
+    present slot among ``selected`` (the slots in range), else the last present one before it;
+    None when no selected slot is present (the gap is in no entry)."""
+    present = [i for i in selected if plan.slots[i].segment.present]
+    after = [i for i in present if i > index]
+    before = [i for i in present if i < index]
+    pick = after[0] if after else (before[-1] if before else None)
+    return None if pick is None else plan.slots[pick].path
 
 
 class _PlanFolderFn(beam.DoFn):
@@ -275,7 +287,7 @@ class _PlanFolderFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(GAPS_TAG, gap_outcome(
                     plan.folder, slot.path, slot.start_utc_s, slot.segment.duration_s,
                     f"{slot.segment.name} is in {PLAYLIST_NAME} but missing from the folder",
-                    slot.time_source))
+                    slot.time_source, gap_owner(plan, index, selected)))
 
 
 class PlanFolders(beam.PTransform):

@@ -25,7 +25,8 @@ import json
 import logging
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -74,6 +75,10 @@ class ManifestEntry:
     error: str = ""
     mtime_s: float | None = None
     compared: str = ""
+    stream: str | None = None
+    start_utc: datetime | None = None
+    time_source: str = ""
+    gaps: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """The entry as a plain dict (an ENTRY_SCHEMA row)."""
@@ -82,10 +87,12 @@ class ManifestEntry:
 
 def normalise_entry(entry: dict) -> dict:
     """An entry dict with every ENTRY_SCHEMA column (legacy entries lack ``mtime_s`` and
-    ``compared``)."""
+    ``compared``; entries written before the coverage columns lack ``stream``, ``start_utc``,
+    ``time_source`` and ``gaps``)."""
     out = {name: entry.get(name) for name in ENTRY_SCHEMA.names}
     out["shards"] = list(out["shards"] or [])
-    for name in ("compared", "error_class", "error", "fingerprint"):
+    out["gaps"] = list(out["gaps"] or [])
+    for name in ("compared", "error_class", "error", "fingerprint", "time_source"):
         out[name] = out[name] or ""
     return out
 

@@ -159,7 +159,18 @@ ENTRY_COLUMNS = {
     "duration_s": "audio seconds decoded",
     "error_class": "the exception's class when it failed",
     "error": "the error message when it failed",
+    "stream": "HLS: the folder; null for a file (and in entries written before row format 3's "
+              "coverage columns)",
+    "start_utc": "the source's first sample in UTC; null when unknown",
+    "time_source": "how start_utc was obtained (as on the rows)",
+    "gaps": "the stream gaps this entry accounts for: the missing segments before it (it is the "
+            "next present one) and a timestamp jump inside it; each with its UTC start, "
+            "seconds and cause (see docs/reports.md)",
 }
+
+#: One gap in a stream, as an entry holds it.
+GAP_TYPE = pa.struct([("start_utc", UTC_TIMESTAMP), ("duration_s", pa.float64()),
+                      ("cause", pa.string())])
 
 ENTRY_SCHEMA = pa.schema([
     ("source", pa.string()),
@@ -174,6 +185,10 @@ ENTRY_SCHEMA = pa.schema([
     ("duration_s", pa.float64()),
     ("error_class", pa.string()),
     ("error", pa.string()),
+    ("stream", pa.string()),
+    ("start_utc", UTC_TIMESTAMP),
+    ("time_source", pa.string()),
+    ("gaps", pa.list_(GAP_TYPE)),
 ])
 
 #: What each outcome row holds (``<output>/outcomes/<run_id>/outcomes-*.jsonl``, JSON lines),
@@ -196,4 +211,6 @@ OUTCOME_COLUMNS = {
     "stream": "HLS: the folder; null for a file",
     "start_utc": "the segment's (gap's) UTC start, ISO 8601",
     "time_source": "how start_utc was obtained",
+    "owner": "a gap row: the segment whose manifest entry records the gap (after a missing "
+             "segment, the next present one; on a timestamp jump, the segment itself)",
 }
