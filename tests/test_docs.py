@@ -68,3 +68,10 @@ def test_the_readme_first_run_works_offline(tmp_path):
     applied = json.loads((tmp_path / "scores" / "apply_summary.json").read_text())
     assert applied["rows_scored"] == 9
     assert (tmp_path / "scores" / "events.csv").read_text().startswith("class,stream,")
+    # then the Reports section's lines: the report over out/ and scores/, and an animation
+    run_readme_lines(first_run_commands("report-run"), tmp_path)
+    report = json.loads((tmp_path / "report" / "report_summary.json").read_text())
+    assert report["overview"] == {"birdnet": 9} and report["detections"] > 0
+    assert {p.name for p in (tmp_path / "report").iterdir()} >= {
+        "coverage.csv", "coverage.png", "overview.png", "clusters.json", "index.html"}
+    assert (tmp_path / "anim.mp4").stat().st_size > 10_000

@@ -9,6 +9,7 @@ into ``coverage.csv``'s rows. No Beam here: the job is :mod:`orca_beam.reports.j
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
@@ -83,20 +84,24 @@ def cell_fields(models: Sequence[str]) -> list[str]:
             + list(COUNTED_STATUSES) + [f"s_{t}" for t in TIME_SOURCES] + ["gap_s", "gaps"])
 
 
+@functools.lru_cache(maxsize=8)
+def _field_index(models: tuple[str, ...]) -> dict[str, int]:
+    return {name: i for i, name in enumerate(cell_fields(models))}
+
+
 def entry_cells(entry: dict, model: str, models: Sequence[str], reference: bool
                 ) -> Iterator[tuple[tuple[str, str, int], tuple[float, ...]]]:
     """One manifest entry of ``model`` -> ((node, day, hour), sums) pieces, sums in
     :func:`cell_fields` order. Every model adds its embedded seconds and failures; only the
     ``reference`` model (the first) adds the source counts, time sources and gaps, so that a
     segment every model read is counted once."""
-    fields = cell_fields(models)
-    index = {name: i for i, name in enumerate(fields)}
+    index = _field_index(tuple(models))
     node = node_of(entry)
     start, status = entry.get("start_utc"), entry["status"]
     seconds = float(entry.get("duration_s") or 0.0)
     audio = status in AUDIO_STATUSES
     first = hour_of(start)
-    zero = [0.0] * len(fields)
+    zero = [0.0] * len(index)
 
     def piece(values: dict) -> tuple[float, ...]:
         sums = list(zero)

@@ -1,6 +1,6 @@
-"""coverage.png: one panel per node, UTC day across, hour of day down; each hour's colour says
-whether it held audio (blue, by the fraction of the hour), a gap (orange) or a failed segment
-(red); with detections, a black dot per hour that has any (its size grows with the count), so
+"""coverage.png: one panel per node, UTC day across, hour of day down; each hour's colour mixes
+the fractions of it that held audio (blue), gaps (orange) and failed segments (red), white for
+the rest; with detections, a black dot per hour that has any (its size grows with the count), so
 "no audio" and "no detections" look different."""
 
 from __future__ import annotations
@@ -29,22 +29,25 @@ def _days(cells) -> list[str]:
 
 def hour_grid(cells: Mapping[tuple[str, str, int], Sequence[float]], node: str,
               days: Sequence[str], models: Sequence[str]) -> np.ndarray:
-    """A node's picture as an RGB array [24 hours, days, 3] in 0..1 (white: nothing)."""
+    """A node's picture as an RGB array [24 hours, days, 3] in 0..1: each hour mixes white with
+    blue, orange and red by the fractions of it that held audio, gaps and failed segments (a
+    failed segment counted at the hour's mean segment length, 10 s where none was read)."""
     fields = cell_fields(models)
     audio_at, gap_at = fields.index(f"embedded_s_{models[0]}"), fields.index("gap_s")
-    failed_at = [fields.index(f"failed_{m}") for m in models]
+    read_at = [fields.index(name) for name in ("embedded", "not_in_playlist")]
+    failed_at = fields.index(f"failed_{models[0]}")
     grid = np.ones((24, len(days), 3))
     column = {day: i for i, day in enumerate(days)}
     for (n, day, hour), values in cells.items():
         if n != node or day not in column or hour < 0:
             continue
-        audio = min(values[audio_at] / HOUR_S, 1.0)
-        gap = min(values[gap_at] / HOUR_S, 1.0)
-        colour = np.ones(3) - audio * (1 - AUDIO_RGB)
-        if gap > 0:
-            colour = colour * (1 - max(gap, 0.35)) + GAP_RGB * max(gap, 0.35)
-        if any(values[i] for i in failed_at):
-            colour = FAILED_RGB
+        read = sum(values[i] for i in read_at)
+        segment_s = values[audio_at] / read if read else 10.0
+        parts = np.array([values[audio_at], values[gap_at], values[failed_at] * segment_s])
+        fractions = parts / max(HOUR_S, parts.sum())
+        colour = (1 - fractions.sum()) * np.ones(3)
+        for fraction, rgb in zip(fractions, (AUDIO_RGB, GAP_RGB, FAILED_RGB), strict=True):
+            colour = colour + fraction * rgb
         grid[hour, column[day]] = colour
     return grid
 
@@ -82,9 +85,10 @@ def coverage_png(cells: Mapping[tuple[str, str, int], Sequence[float]], models: 
                       rotation=30, ha="right", fontsize=8)
         ax.set_yticks([0, 6, 12, 18, 23])
         ax.set_ylabel("UTC hour")
-        ax.set_title(f"{node}: audio ({models[0]}) per UTC hour", fontsize=10)
-    handles = [Patch(color=AUDIO_RGB, label="audio (shade: fraction of the hour)"),
-               Patch(color=GAP_RGB, label="gap"), Patch(color=FAILED_RGB, label="failed segment"),
+        ax.set_title(f"{node}: each UTC hour's share of audio ({models[0]}), gaps and "
+                     "failures", fontsize=10)
+    handles = [Patch(color=AUDIO_RGB, label="audio"), Patch(color=GAP_RGB, label="gap"),
+               Patch(color=FAILED_RGB, label="failed segment"),
                Patch(facecolor="white", edgecolor="grey", label="no audio")]
     if detections:
         handles.append(plt.Line2D([], [], color="black", marker="o", linestyle="",

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from orca_beam.core.audio import AudioError
 from orca_beam.projector.export import assign_indices, read_chosen_rows, read_key_columns, scan_keys
 from orca_beam.review.clips import wav_bytes
 from orca_beam.review.page import hit_audio
@@ -49,6 +48,12 @@ class _ClipFn(beam.DoFn):
         self.clips_dir = clips_dir
         self.clips = clips
 
+    def setup(self):
+        from orca_beam.core import s3
+
+        s3.install()
+        self.failed = beam.metrics.Metrics.counter("orca_beam", "overview_clips_failed")
+
     def process(self, point: dict, total: int) -> Iterator[dict]:
         point = {**point, "clip": None, "clip_start_s": None}
         if total and (point["index"] * self.clips) % total < self.clips:
@@ -58,7 +63,8 @@ class _ClipFn(beam.DoFn):
                 with FileSystems.create(f"{self.out}/{name}") as handle:
                     handle.write(wav_bytes(samples, rate))
                 point.update(clip=name, clip_start_s=begin)
-            except (AudioError, OSError, ValueError) as exc:
+            except Exception as exc:  # noqa: BLE001 - a clip is optional: the point stays, unplayable
+                self.failed.inc()
                 LOG.warning("overview: no clip for %s@%s: %s", point["source"],
                             point["start_s"], exc)
         yield point
