@@ -125,6 +125,9 @@ def test_coverage_csv_equals_the_known_seconds_in_every_cell(damaged_days, repor
                                                                       abs=TOLERANCE_S)
         assert float(row["s_file_name"]) == float(row["s_none"]) == 0.0
     assert report["summary"]["nodes"] == 1 and report["summary"]["days"] == 2
+    clusters = json.loads((report["out"] / "clusters.json").read_text())
+    assert sorted(clusters) == ["birdnet", "vggish"]
+    assert clusters["birdnet"]["points"] > 0 and clusters["vggish"]["points"] > 0
 
 
 def test_an_hour_mixes_audio_gap_and_failure_by_their_shares():
@@ -243,3 +246,19 @@ def test_seastats_datapoints_validate_and_carry_coverage_and_call_events(
     detections = sum(int(e["detections"]) for e in events)
     hours = {day: float(r["embedded_s_birdnet"]) / 3600 for day, r in rows.items()}
     assert sum(p["value"] * hours[p["date"]] for p in rates) == pytest.approx(detections)
+    # detections per hour and class beside each hour's audio, against detections.parquet
+    import pyarrow.parquet as pq
+
+    stored = pq.read_table(scores / "detections.parquet", columns=["class", "start_utc"])
+    with open(out / "detections_hourly.csv") as handle:
+        hourly = list(csv.DictReader(handle))
+    assert sum(int(h["detections"]) for h in hourly) == stored.num_rows == detections
+    for name in classes:
+        want = sum(c == name for c in stored.column("class").to_pylist())
+        assert sum(int(h["detections"]) for h in hourly if h["class"] == name) == want
+    # every hour with audio is listed per class, with its seconds (00 UTC on 2 October: A's
+    # 25 s; 01 UTC: B's 30 s)
+    audio = {(h["day"], int(h["hour"])): float(h["audio_s"]) for h in hourly}
+    assert audio[("2021-10-02", 0)] == pytest.approx(25.0, abs=TOLERANCE_S)
+    assert audio[("2021-10-02", 1)] == pytest.approx(30.0, abs=TOLERANCE_S)
+    assert len(hourly) == len(audio) * len(classes)

@@ -24,6 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 from orca_beam.core import s3
 from orca_beam.reports.coverage import (
     add_sums,
+    cell_fields,
     csv_columns,
     day_rows,
     entry_cells,
@@ -37,6 +38,7 @@ from orca_beam.store.reader import ReadEntries
 LOG = logging.getLogger(__name__)
 COVERAGE_CSV = "coverage.csv"
 COVERAGE_PNG = "coverage.png"
+HOURLY_CSV = "detections_hourly.csv"
 DETECTIONS_NAME = "detections.parquet"
 SUMMARY_NAME = "report_summary.json"
 OVERVIEW_PNG = "overview.png"
@@ -125,9 +127,32 @@ def write_coverage(_, cells: list, detections: list, settings: ReportSettings) -
     summary = {"nodes": len({r["node"] for r in rows}), "days": len(rows), "models": models,
                "coverage_csv": f"{out}/{COVERAGE_CSV}", "coverage_png": f"{out}/{COVERAGE_PNG}",
                "detections": sum(c for _, c in detections)}
+    if settings.scores:
+        _write_bytes(f"{out}/{HOURLY_CSV}", hourly_detections_csv(cell_map, detections, models))
+        summary["detections_hourly_csv"] = f"{out}/{HOURLY_CSV}"
     if settings.seastats:
         summary["seastats"] = write_seastats(settings, rows, detections)
     return summary
+
+
+def hourly_detections_csv(cells: dict, detections: list, models: Sequence[str]) -> bytes:
+    """detections_hourly.csv: per (node, UTC day, hour) with audio or detections and per class,
+    the detections and the hour's seconds of audio (the reference model's), so an hour with
+    no calls (audio_s > 0, detections 0) differs from one with no audio (audio_s 0)."""
+    audio_at = cell_fields(models).index(f"embedded_s_{models[0]}")
+    counts = {key: count for key, count in detections}
+    classes = sorted({name for (_n, _d, _h, name) in counts})
+    hours = sorted({key for key, values in cells.items() if values[audio_at] > 0 and key[2] >= 0}
+                   | {(n, d, h) for (n, d, h, _c) in counts})
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["node", "day", "hour", "class", "detections", "audio_s"])
+    for node, day, hour in hours:
+        audio = cells.get((node, day, hour), (0.0,) * (audio_at + 1))[audio_at]
+        for name in classes:
+            writer.writerow([node, day, hour, name, counts.get((node, day, hour, name), 0),
+                             round(audio, 3)])
+    return out.getvalue().encode()
 
 
 class CoverageReport(beam.PTransform):
@@ -230,7 +255,7 @@ def write_index(_, coverage: dict, models: list[dict], settings: ReportSettings)
     out = settings.output.rstrip("/")
     models = sorted(models, key=lambda m: settings.models.index(m["model"]))
     drawn = [m for m in models if m["points"]]
-    files = [COVERAGE_CSV, COVERAGE_PNG]
+    files = [COVERAGE_CSV, COVERAGE_PNG] + ([HOURLY_CSV] if settings.scores else [])
     if drawn:
         _write_bytes(f"{out}/{OVERVIEW_PNG}", overview_png(drawn))
         files.append(OVERVIEW_PNG)

@@ -58,7 +58,8 @@ def hdbscan_clusters(xy: np.ndarray) -> np.ndarray:
 
     if len(xy) < MIN_CLUSTER_SIZE:
         return np.full(len(xy), NOISE)
-    return HDBSCAN(min_cluster_size=MIN_CLUSTER_SIZE, min_samples=MIN_SAMPLES).fit_predict(xy)
+    return HDBSCAN(min_cluster_size=MIN_CLUSTER_SIZE, min_samples=MIN_SAMPLES,
+                   copy=True).fit_predict(xy)
 
 
 def kmeans_clusters(vectors: np.ndarray, k: int, seed: int = SEED) -> np.ndarray:
