@@ -20,8 +20,8 @@ under GNU ``time`` (peak RSS):
 
 Last, ``plan`` over a manifest of ``--plan_entries`` entries (default 1,000,000) of which the
 largest corpus's files are the matched ones (the rest are reported deleted).
-Every process runs ``--runner=DirectRunner`` as a user types it (its offline Prism attempt
-included).
+Every process runs ``--runner=DirectRunner`` as a user types it (the extraction runs on
+FnApiRunner; before the fixed-cost change, ``--plan`` first tried Prism offline).
 """
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ import time
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 
 from orca_beam.classify.apply import ApplySettings, refuse_another_version
 from orca_beam.classify.linear import LinearClassifier
@@ -38,6 +37,7 @@ from orca_beam.extract.summary import (
 from orca_beam.extract.versions import output_version
 from orca_beam.labels import read_labels
 from orca_beam.models.loading import ModelUnavailableError, cached_model, model_version
+from orca_beam.models.runners import warm_up
 from orca_beam.progress import Progress
 from orca_beam.store.version import new_run_id
 from pipelines.classify import score_version
@@ -67,33 +67,22 @@ def resolve_versions(config: ExtractConfig) -> dict:
     return versions
 
 
-#: Runners whose workers run inside the launching process (Beam's local runners, in memory).
-IN_PROCESS_RUNNERS = {None, "DirectRunner", "SwitchingDirectRunner", "FnApiRunner",
-                      "BundleBasedDirectRunner"}
-
-
-def runs_in_process(options: ExtractOptions, config: ExtractConfig) -> bool:
-    """True when the runner's workers are this process (DirectRunner in memory), so a model
-    loaded here is the one they use."""
-    runner = options.view_as(StandardOptions).runner
-    name = runner if isinstance(runner, str) or runner is None else type(runner).__name__
-    return (name in IN_PROCESS_RUNNERS
-            and options.view_as(DirectOptions).direct_running_mode == "in_memory"
-            and not config.template_location)
-
-
 def preload_models(config: ExtractConfig, versions: dict) -> dict[str, float]:
     """Loads each model once in this process, before the pipeline starts, checking it holds
-    the content its version was named from; returns model -> seconds taken. The in-process
+    the content its version was named from, and warms it up (one call on a window of silence:
+    ``runners.warm_up``); returns model -> seconds taken (load and warm-up). The in-process
     runner's workers then reuse it (``loading.cached_model``), and a model that cannot be loaded
     stops the run here instead of after decoding."""
     taken = {}
     for name, version in versions.items():
         started = time.perf_counter()
-        cached_model(config.handles[name], version.content_sha256,
-                     get_model_spec(name).embedding_tensor)
+        spec = get_model_spec(name)
+        model, _ = cached_model(config.handles[name], version.content_sha256,
+                                spec.embedding_tensor)
+        warm = warm_up(spec, model)
         taken[name] = round(time.perf_counter() - started, 3)
-        LOG.info("model %s loaded in %.1f s (the in-process workers reuse it)", name, taken[name])
+        LOG.info("model %s loaded and warmed up in %.1f s (warm-up call %.2f s; the in-process "
+                 "workers reuse it)", name, taken[name], warm)
     return taken
 
 
@@ -144,7 +133,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         print_plan(planned)
         return {"plan": planned}
     scoring = classifier_target(config, versions) if config.classifier else None
-    load_s = preload_models(config, versions) if runs_in_process(options, config) else {}
+    load_s = preload_models(config, versions) if config.in_process else {}
     run_id = new_run_id()
     Progress.restart()
     pipeline = test_pipeline or beam.Pipeline(options=options)

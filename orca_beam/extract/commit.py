@@ -12,13 +12,14 @@ import apache_beam as beam
 
 from orca_beam.core.statuses import EMBEDDED, FAILED, GAP
 from orca_beam.records import SourceState
-from orca_beam.store.digest import rows_digest
 from orca_beam.store.manifest import (
     ENTRIES_DIR,
     ManifestEntry,
+    combine_keys,
     commit,
     commit_record,
     entries_table,
+    entry_key,
 )
 from orca_beam.store.reader import read_current_rows_of_shard
 from orca_beam.store.schema import ENTRY_SCHEMA
@@ -112,10 +113,12 @@ class WriteManifest(beam.PTransform):
     the commit record (written last, atomically) naming them with the run's plan; then what the
     commit no longer names is deleted. Input: a dict with ``entries`` (every current entry:
     this run's and the carried ones) and ``plan`` (the one SummarisePlan dict). Output: the
-    commit record (one element)."""
+    commit record (one element). ``in_process``: the entry shards' light write
+    (``sinks.write_files``)."""
 
-    def __init__(self, version, folder: str, run_id: str):
+    def __init__(self, version, folder: str, run_id: str, in_process: bool = False):
         super().__init__()
+        self.in_process = in_process
         self.version = version
         self.folder = folder.rstrip("/")
         self.run_id = run_id
@@ -127,15 +130,15 @@ class WriteManifest(beam.PTransform):
                                                          max_batch_size=ENTRY_BATCH)
                   | "EntryTables" >> beam.Map(entries_table)
                   | "WriteEntryShards" >> WriteParquetShards(
-                      f"{self.folder}/{ENTRIES_DIR}/entries-{self.run_id}", ENTRY_SCHEMA))
-        row_shards = (entries | "RowShards" >> beam.FlatMap(lambda e: e["shards"] or [])
-                      | "DistinctRowShards" >> beam.Distinct())
-        count = entries | "CountEntries" >> beam.combiners.Count.Globally()
-        digest = rows_digest(entries)
+                      f"{self.folder}/{ENTRIES_DIR}/entries-{self.run_id}", ENTRY_SCHEMA,
+                      in_process=self.in_process))
+        stats = entries | "EntryStats" >> beam.CombineGlobally(
+            EntryStatsFn()).as_singleton_view()
         version, folder, run_id, model = self.version, self.folder, self.run_id, \
             self.version.model
 
-        def write(_, entry_shards, referenced, entry_count, digest_hex, plan):
+        def write(plan, entry_shards, entry_stats):
+            entry_count, digest_hex, referenced = entry_stats
             record = commit_record(folder, version, run_id, entry_shards=list(entry_shards),
                                    row_shards=list(referenced), entries=entry_count,
                                    rows_digest=digest_hex, plan=plan.get(model, {}))
@@ -145,11 +148,35 @@ class WriteManifest(beam.PTransform):
                                             .items()))
             return record
 
-        return (entries.pipeline | "CommitPoint" >> beam.Create([None])
-                | "WriteCommit" >> beam.Map(
-                    write, beam.pvalue.AsList(shards), beam.pvalue.AsList(row_shards),
-                    beam.pvalue.AsSingleton(count), beam.pvalue.AsSingleton(digest),
-                    beam.pvalue.AsSingleton(inputs["plan"])))
+        # the plan (one element) is the main input: no Create of its own, one stage
+        return inputs["plan"] | "WriteCommit" >> beam.Map(
+            write, beam.pvalue.AsList(shards), stats)
+
+
+class EntryStatsFn(beam.CombineFn):
+    """Entries (ENTRY_SCHEMA dicts) -> (count, rows digest, sorted distinct row shards): what
+    the commit record states, in one combine. The digest is ``manifest.combine_keys`` of the
+    entries' ``entry_key`` s (order-independent); the shards are few (one per ~256 MB)."""
+
+    def create_accumulator(self):
+        return 0, 0, set()
+
+    def add_input(self, accumulator, entry):
+        count, total, shards = accumulator
+        shards.update(entry["shards"] or [])
+        return count + 1, (total + entry_key(entry)) % (1 << 64), shards
+
+    def merge_accumulators(self, accumulators):
+        count, total, shards = 0, 0, set()
+        for more, subtotal, some in accumulators:
+            count += more
+            total = (total + subtotal) % (1 << 64)
+            shards |= some
+        return count, total, shards
+
+    def extract_output(self, accumulator):
+        count, total, shards = accumulator
+        return count, combine_keys([total]), sorted(shards)
 
 
 def _rows_per_source(shard: str):

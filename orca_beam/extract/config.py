@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from apache_beam.options.pipeline_options import GoogleCloudOptions
+from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, StandardOptions
 
 from orca_beam.core.errors import UsageError
 from orca_beam.core.registry import ModelSpec
@@ -75,6 +75,9 @@ class ExtractConfig:
     scores: str | None = None
     s3: dict = field(default_factory=dict, hash=False)
     template_location: str | None = None
+    #: the runner's workers are this process (in-memory DirectRunner/FnApiRunner, no template):
+    #: a model loaded here is theirs, and a Reshuffle would only add a stage
+    in_process: bool = False
 
     @property
     def kind(self) -> str:
@@ -94,6 +97,22 @@ class ExtractConfig:
     def projector_kwargs(self, labels=None) -> dict:
         """``export_projector`` keyword arguments with the LabelTable ``labels``."""
         return {**self.projector, "labels": labels}
+
+
+#: Runners whose workers run inside the launching process (Beam's local runners, in memory).
+IN_PROCESS_RUNNERS = {None, "DirectRunner", "SwitchingDirectRunner", "FnApiRunner",
+                      "BundleBasedDirectRunner"}
+
+
+def runs_in_process(options) -> bool:
+    """True when the runner's workers are this process (DirectRunner in memory, no template
+    being written), so a model loaded here is the one they use and a Reshuffle distributes
+    nothing."""
+    runner = options.view_as(StandardOptions).runner
+    name = runner if isinstance(runner, str) or runner is None else type(runner).__name__
+    return (name in IN_PROCESS_RUNNERS
+            and options.view_as(DirectOptions).direct_running_mode == "in_memory"
+            and not options.view_as(GoogleCloudOptions).template_location)
 
 
 def extract_config(options: ExtractOptions) -> ExtractConfig:
@@ -124,4 +143,5 @@ def extract_config(options: ExtractOptions) -> ExtractConfig:
         file_clock=FileClock(*clock) if clock else None, calls=calls, projector=projector,
         label_table=options.label_table, label_key=options.label_key,
         classifier=options.classifier, scores=options.scores, s3=s3_settings(options),
-        template_location=options.view_as(GoogleCloudOptions).template_location)
+        template_location=options.view_as(GoogleCloudOptions).template_location,
+        in_process=runs_in_process(options))

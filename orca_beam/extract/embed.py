@@ -144,16 +144,19 @@ class WriteEmbeddings(beam.PTransform):
     """pyarrow Tables of one model -> ``<folder>/<file_prefix>-SSSSS-of-NNNNN.parquet`` shards of
     at most ``sinks.MAX_SHARD_BYTES`` each; the output is the written shard names. ``schema``
     default: :func:`embedding_schema`; segments
-    mode writes ``segments-*`` in ``segment_schema``."""
+    mode writes ``segments-*`` in ``segment_schema``. ``in_process``: the sink's light write
+    (``sinks.write_files``)."""
 
     def __init__(self, folder: str, spec: ModelSpec, *, schema=None,
-                 file_prefix: str = "embeddings"):
+                 file_prefix: str = "embeddings", in_process: bool = False):
         super().__init__()
+        self.in_process = in_process
         self.prefix = folder.rstrip("/") + f"/{file_prefix}"
         self.schema = schema if schema is not None else embedding_schema(spec.embedding_dim)
 
     def expand(self, tables):
-        return tables | "WriteParquet" >> WriteParquetShards(self.prefix, self.schema)
+        return tables | "WriteParquet" >> WriteParquetShards(self.prefix, self.schema,
+                                                             in_process=self.in_process)
 
 
 

@@ -16,6 +16,7 @@ from orca_beam.core.statuses import (
 )
 from orca_beam.extract.summary import SourceTally
 from orca_beam.records import Failure, FileRecord, Outcome
+from orca_beam.store.sinks import write_text_lines
 
 TALLIES_TAG = "tallies"
 
@@ -108,25 +109,49 @@ class WriteOutcomes(beam.PTransform):
     """Outcomes (anything with ``to_dict`` and ``status``) -> JSON lines in
     ``<output>/<outcomes_dir>/<run_id>/outcomes-*.jsonl``; those ``is_error`` picks (default:
     failed) also to ``<output>/<errors_dir>/<run_id>/errors-*.jsonl``. Output: a dict of the
-    written file names, ``outcomes`` and ``errors``."""
+    written file names, ``outcomes`` and ``errors``. ``errors_later``: write no errors file
+    here (``errors`` is None): an in-process run's last step derives it from the outcome files
+    (:func:`write_errors_of`), which spares the graph a second sink."""
 
     def __init__(self, output_dir: str, run_id: str, *, outcomes_dir: str = "outcomes",
-                 errors_dir: str = "errors", is_error=_is_failed):
+                 errors_dir: str = "errors", is_error=_is_failed, errors_later: bool = False):
         super().__init__()
         self.run_id = run_id
         self.output_dir = output_dir.rstrip("/")
         self.outcomes_dir = outcomes_dir
         self.errors_dir = errors_dir
         self.is_error = is_error
+        self.errors_later = errors_later
 
     def expand(self, outcomes):
         lines = outcomes | "OutcomeJson" >> beam.Map(lambda o: json.dumps(o.to_dict()))
+        prefix = f"{self.output_dir}/{self.outcomes_dir}/{self.run_id}/outcomes"
+        if self.errors_later:  # in-process: the light write of the same text sink
+            written = write_text_lines(lines, prefix, ".jsonl", in_process=True)
+            return {"outcomes": written, "errors": None}
         written = lines | "WriteOutcomeLines" >> beam.io.WriteToText(
-            f"{self.output_dir}/{self.outcomes_dir}/{self.run_id}/outcomes",
-            file_name_suffix=".jsonl")
+            prefix, file_name_suffix=".jsonl")
         errors = (outcomes | "OnlyErrors" >> beam.Filter(self.is_error)
                   | "ErrorJson" >> beam.Map(lambda o: json.dumps(o.to_dict()))
                   | "WriteErrorLines" >> beam.io.WriteToText(
                       f"{self.output_dir}/{self.errors_dir}/{self.run_id}/errors",
                       file_name_suffix=".jsonl"))
         return {"outcomes": written, "errors": errors}
+
+
+def write_errors_of(outcome_files: list[str], output_dir: str, run_id: str,
+                    errors_dir: str = "errors") -> str:
+    """Writes ``<output>/<errors_dir>/<run_id>/errors-00000-of-00001.jsonl``: the failed lines
+    of the written outcome files (JSON lines, read and written one line at a time), as the
+    errors sink would; returns its path (written even when empty, as the sink writes one
+    empty shard)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    path = f"{output_dir.rstrip('/')}/{errors_dir}/{run_id}/errors-00000-of-00001.jsonl"
+    with FileSystems.create(path) as out:
+        for name in sorted(outcome_files):
+            with FileSystems.open(name) as handle:
+                for line in handle:
+                    if json.loads(line)["status"] == FAILED:
+                        out.write(line if line.endswith(b"\n") else line + b"\n")
+    return path

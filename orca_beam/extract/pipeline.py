@@ -49,7 +49,8 @@ def source_for(config: ExtractConfig) -> Source:
                          end=config.hls.end, span_s=config.hls.span_s, chunk_s=config.chunk_s,
                          channel=config.channel, s3_options=config.s3,
                          progress_interval_s=config.progress_interval_s,
-                         at_run_time=bool(config.template_location))
+                         at_run_time=bool(config.template_location),
+                         spread=not config.in_process)
     clock = config.file_clock
     return FileSource(config.inputs, config.specs, chunk_s=config.chunk_s,
                       channel=config.channel,
@@ -65,7 +66,7 @@ def add_plan(pipeline: beam.Pipeline, config: ExtractConfig, source: Source, ver
     inputs = {"files": listed.files}
     for name, version in versions.items():
         inputs[name] = pipeline | f"ReadEntries_{name}" >> ReadEntries(
-            version.folder(config.output))
+            version.folder(config.output), spread=not config.in_process)
     planned = inputs | "PlanSources" >> PlanSources(
         list(versions), force=config.force, verify_content=config.verify_content,
         keep_unmatched=source.keep_unmatched)
@@ -88,7 +89,8 @@ def embed_model(pieces, config: ExtractConfig, spec, version, *, prefix: str, to
         expected_sha256=version.content_sha256,
         progress_interval_s=config.progress_interval_s)
     shards = embedded["tables"] | f"Write_{spec.name}" >> WriteEmbeddings(
-        version.folder(config.output), spec, schema=schema, file_prefix=prefix)
+        version.folder(config.output), spec, schema=schema, file_prefix=prefix,
+        in_process=config.in_process and config.calls is None)
     return embedded["counts"], embedded["failures"], shards
 
 
@@ -114,7 +116,9 @@ def build(pipeline: beam.Pipeline, config: ExtractConfig, source: Source, versio
     outcomes = accounted.outcomes
     if decoded[GAPS_TAG]:
         outcomes = [outcomes, *decoded[GAPS_TAG]] | "WithGaps" >> beam.Flatten()
-    written = outcomes | "WriteOutcomes" >> WriteOutcomes(config.output, run_id)
+    # in-process, the errors file is derived from the outcome files at the end (one sink less)
+    written = outcomes | "WriteOutcomes" >> WriteOutcomes(config.output, run_id,
+                                                          errors_later=config.in_process)
     records = []
     for spec in config.specs:
         name = spec.name
@@ -124,7 +128,7 @@ def build(pipeline: beam.Pipeline, config: ExtractConfig, source: Source, versio
                    | f"AllEntries_{name}" >> beam.Flatten())
         records.append({"entries": entries, "plan": plan_dict} | f"Manifest_{name}" >>
                        WriteManifest(versions[name], versions[name].folder(config.output),
-                                     run_id))
+                                     run_id, in_process=config.in_process))
         if config.exports_projector:
             entries | f"Projector_{name}" >> ExportProjector(
                 projector_dir(config.output, name), name, config.projector_kwargs(labels))
@@ -132,9 +136,11 @@ def build(pipeline: beam.Pipeline, config: ExtractConfig, source: Source, versio
                | "SummariseOutcomes" >> beam.CombineGlobally(
                    SummariseOutcomes(config.model_names, labelled=labels is not None)))
     {"counts": tallies, "records": records | "AllCommits" >> beam.Flatten(),
-     "written": (written["outcomes"], written["errors"]) | "AllWritten" >> beam.Flatten(),
+     "written": [w for w in (written["outcomes"], written["errors"]) if w is not None]
+     | "AllWritten" >> beam.Flatten(),
      } | "FinishRun" >> FinishRun(config.output, run_id, file_summary, OUTCOME_FOLDERS,
-                                  {"model_load_s": model_load_s or {}})
+                                  {"model_load_s": model_load_s or {}},
+                                  derive_errors=config.in_process)
 
 
 def is_failed(outcome) -> bool:
@@ -143,12 +149,21 @@ def is_failed(outcome) -> bool:
 
 
 def plan(options, config: ExtractConfig, source: Source, versions: dict) -> dict:
-    """What a run would do, without decoding anything: a Beam job (same runner) that lists the
+    """What a run would do, without decoding anything: a Beam job (same runner; in-process, on
+    FnApiRunner) that lists the
     inputs and joins them with each version's manifest, then writes ``<output>/plan.json``.
     Returns, per model, the count of sources that are new, changed, to retry (failed before),
     unchanged and deleted, and the first deleted ones by name."""
     path = f"{config.output}/{PLAN_NAME}"
-    pipeline = beam.Pipeline(options=options)
+    # DirectRunner would first try Prism on this graph (it has no exception-handling ParDo),
+    # converting it twice and leaving Prism's worker-pool server running: in-process, the
+    # plan runs on FnApiRunner directly, as the extraction always does
+    runner = None
+    if config.in_process:
+        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+        runner = FnApiRunner()
+    pipeline = beam.Pipeline(runner=runner, options=options)
     planned, _ = add_plan(pipeline, config, source, versions)
 
     def write(plan_dict: dict) -> None:

@@ -154,15 +154,37 @@ class PlanSources(beam.PTransform):
                               main=WORK_TAG))
 
 
-def _plan_dict(_, counts, samples) -> dict:
-    out: dict[str, dict] = {}
-    for (model, kind), count in counts:
-        out.setdefault(model, {k: 0 for k in PLAN_KINDS})[kind] = count
-    for model, sources in samples:
-        out.setdefault(model, {k: 0 for k in PLAN_KINDS})["deleted_sample"] = sorted(sources)
-    for counts_of_model in out.values():
-        counts_of_model.setdefault("deleted_sample", [])
-    return out
+class _PlanCountsFn(beam.CombineFn):
+    """("kind", model, kind) and ("deleted", model, source) items -> model -> counts per kind
+    plus ``deleted_sample`` (the first DELETED_SAMPLE deleted sources by name), in one combine."""
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, acc, item):
+        what, model, value = item
+        counts = acc.setdefault(model, ({k: 0 for k in PLAN_KINDS}, []))
+        if what == "kind":
+            counts[0][value] += 1
+        else:
+            counts[1].append(value)
+            if len(counts[1]) > 4 * DELETED_SAMPLE:
+                counts[1][:] = sorted(counts[1])[:DELETED_SAMPLE]
+        return acc
+
+    def merge_accumulators(self, accumulators):
+        out: dict = {}
+        for acc in accumulators:
+            for model, (kinds, deleted) in acc.items():
+                mine = out.setdefault(model, ({k: 0 for k in PLAN_KINDS}, []))
+                for kind, count in kinds.items():
+                    mine[0][kind] += count
+                mine[1][:] = sorted(mine[1] + deleted)[:DELETED_SAMPLE]
+        return out
+
+    def extract_output(self, acc):
+        return {model: {**kinds, "deleted_sample": sorted(deleted)[:DELETED_SAMPLE]}
+                for model, (kinds, deleted) in acc.items()}
 
 
 class SummarisePlan(beam.PTransform):
@@ -171,12 +193,10 @@ class SummarisePlan(beam.PTransform):
     ``deleted_sample`` (the first ``DELETED_SAMPLE`` deleted sources by name)."""
 
     def expand(self, plan):
-        counts = plan[PLAN_TAG] | "CountKinds" >> beam.combiners.Count.PerElement()
-        samples = plan[DELETED_TAG] | "SampleDeleted" >> beam.combiners.Top.SmallestPerKey(
-            DELETED_SAMPLE)
-        return (plan[PLAN_TAG].pipeline | "OnePlan" >> beam.Create([None])
-                | "AssemblePlan" >> beam.Map(_plan_dict, beam.pvalue.AsList(counts),
-                                             beam.pvalue.AsList(samples)))
+        kinds = plan[PLAN_TAG] | "TagKinds" >> beam.Map(lambda mk: ("kind", *mk))
+        deleted = plan[DELETED_TAG] | "TagDeleted" >> beam.Map(lambda ms: ("deleted", *ms))
+        return ((kinds, deleted) | "PlanItems" >> beam.Flatten()
+                | "CountPlan" >> beam.CombineGlobally(_PlanCountsFn()))
 
 
 

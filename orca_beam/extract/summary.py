@@ -269,13 +269,17 @@ class FinishRun(beam.PTransform):
     """The job's last step: the combined counts (one element), each version's commit record and
     the outcome files this run wrote -> ``<output>/summary.json`` (built by ``assemble(counts,
     records, run_id=, wall_s=)``), then every other file under the ``folders`` of outcomes is
-    deleted. Input: a dict with ``counts``, ``records`` and ``written`` (file names). The wall
+    deleted. Input: a dict with ``counts`` (one element), ``records`` and ``written`` (file
+    names). The wall
     time is measured in the job, from its first step to this one. ``extra``: what the launcher
-    knew before the job (the model load times), added as it is."""
+    knew before the job (the model load times), added as it is. ``derive_errors``: the
+    errors file was not written by a sink: write it here from the outcome files
+    (``outcomes.write_errors_of``), inside the measured wall time."""
 
     def __init__(self, output: str, run_id: str, assemble, folders: list[str],
-                 extra: dict | None = None):
+                 extra: dict | None = None, derive_errors: bool = False):
         super().__init__()
+        self.derive_errors = derive_errors
         self.output = output.rstrip("/")
         self.run_id = run_id
         self.assemble = assemble
@@ -288,13 +292,22 @@ class FinishRun(beam.PTransform):
         started = (inputs["counts"].pipeline | "RunStarts" >> beam.Create([None])
                    | "StartTime" >> beam.Map(lambda _: time.time()))
 
+        derive_errors = self.derive_errors
+
         def finish(counts, records, written, started_s):
+            written = list(written)
+            if derive_errors:
+                from orca_beam.extract.outcomes import write_errors_of
+
+                written.append(write_errors_of(written, output, run_id))
             summary = {**assemble(counts, list(records), run_id=run_id,
                                   wall_s=time.time() - started_s, output=output), **extra}
             write_summary(output, summary)
             remove_other_runs(output, folders, set(written))
             return summary
 
+        # the start time is a side input, so its stage runs first (as the main input it would
+        # be fused into this last stage and read the clock at the end)
         return inputs["counts"] | "WriteSummary" >> beam.Map(
             finish, beam.pvalue.AsList(inputs["records"]), beam.pvalue.AsList(inputs["written"]),
             beam.pvalue.AsSingleton(started))

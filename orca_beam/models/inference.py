@@ -17,7 +17,13 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from orca_beam.core.framing import Piece
 from orca_beam.core.registry import ModelSpec
-from orca_beam.models.runners import DEFAULT_BATCH_WINDOWS, DEFAULT_PACK_S, Runner, make_runner
+from orca_beam.models.runners import (
+    DEFAULT_BATCH_WINDOWS,
+    DEFAULT_PACK_S,
+    Runner,
+    make_runner,
+    warm_up,
+)
 
 
 @dataclass
@@ -67,6 +73,7 @@ class OrcaModelHandler(ModelHandler):
         # of its own loads it once and verifies it holds the launcher's content
         model, version = cached_model(self.handle, self.expected_sha256,
                                       self.spec.embedding_tensor)
+        warm_up(self.spec, model)  # once per process: the first call's cost, at load time
         runner = make_runner(self.spec, model, pack_s=self.pack_s,
                              batch_windows=self.batch_windows)
         return LoadedModel(runner, version.label)

@@ -41,8 +41,8 @@ def _first(items):
     return next(iter(items))
 
 
-def _to_matched(kv) -> MatchedFile:
-    return matched_file(kv[1])
+def _to_matched(meta) -> MatchedFile:
+    return matched_file(meta)
 
 
 class MatchFiles(beam.PTransform):
@@ -54,12 +54,14 @@ class MatchFiles(beam.PTransform):
         self.patterns = list(patterns)
 
     def expand(self, pbegin):
-        return (pbegin
-                | "ListPatterns" >> beam.Create(self.patterns)
-                | "MatchPatterns" >> fileio.MatchAll()
-                | "KeyByPath" >> beam.Map(lambda meta: (meta.path, meta))
-                | "KeepOnePerPath" >> beam.CombinePerKey(_first)
-                | "ToMatchedFile" >> beam.Map(_to_matched))
+        matched = (pbegin
+                   | "ListPatterns" >> beam.Create(self.patterns)
+                   | "MatchPatterns" >> fileio.MatchAll())
+        if len(self.patterns) > 1:  # one glob never matches a path twice: no shuffle for it
+            matched = (matched | "KeyByPath" >> beam.Map(lambda meta: (meta.path, meta))
+                       | "KeepOnePerPath" >> beam.CombinePerKey(_first)
+                       | "OnePerPath" >> beam.Values())
+        return matched | "ToMatchedFile" >> beam.Map(_to_matched)
 
 
 #: Files up to this size are read into memory once; larger ones are streamed (a codec that can

@@ -293,15 +293,19 @@ class _PlanFolderFn(beam.DoFn):
 class PlanFolders(beam.PTransform):
     """Folder paths -> tagged outputs: main, ``MatchedFile`` per present segment in
     ``[start, end)``; ``folders``, (folder, FolderPlan); ``gaps``, an Outcome per listed segment
-    missing from its folder (in range)."""
+    missing from its folder (in range). ``spread``: reshuffle the folders over the workers
+    (off for an in-process run, where it would only add a stage)."""
 
-    def __init__(self, start: datetime, end: datetime):
+    def __init__(self, start: datetime, end: datetime, spread: bool = True):
         super().__init__()
         self.start = start
         self.end = end
+        self.spread = spread
 
     def expand(self, folders):
-        return (folders | "SpreadFolders" >> beam.Reshuffle()
+        if self.spread:
+            folders = folders | "SpreadFolders" >> beam.Reshuffle()
+        return (folders
                 | "ReadPlaylists" >> beam.ParDo(_PlanFolderFn(self.start, self.end))
                 .with_outputs(FOLDERS_TAG, GAPS_TAG, main="segments"))
 
@@ -390,20 +394,22 @@ def _folder_of(path: str) -> str:
 class FormSpans(beam.PTransform):
     """``{"plans": (folder, FolderPlan), "work": WorkItem}`` -> SpanWork per time range to
     decode (joined by folder: one folder's plan is small, and the join never holds more than
-    one folder's segments)."""
+    one folder's segments). ``spread``: reshuffle the spans over the workers (off for an
+    in-process run)."""
 
-    def __init__(self, span_s: float, behind_s: float):
+    def __init__(self, span_s: float, behind_s: float, spread: bool = True):
         super().__init__()
         self.span_s = span_s
         self.behind_s = behind_s
+        self.spread = spread
 
     def expand(self, inputs):
         keyed = {"plans": inputs["plans"],
                  "work": inputs["work"] | "KeyByFolder" >> beam.Map(
                      lambda item: (_folder_of(item.path), item))}
-        return (keyed | "JoinByFolder" >> beam.CoGroupByKey()
-                | "CutSpans" >> beam.ParDo(_FormSpansFn(self.span_s, self.behind_s))
-                | "SpreadSpans" >> beam.Reshuffle())
+        spans = (keyed | "JoinByFolder" >> beam.CoGroupByKey()
+                 | "CutSpans" >> beam.ParDo(_FormSpansFn(self.span_s, self.behind_s)))
+        return spans | "SpreadSpans" >> beam.Reshuffle() if self.spread else spans
 
 
 @dataclass
@@ -775,7 +781,7 @@ class HlsSource:
     def __init__(self, roots: Sequence[str], specs: Sequence[ModelSpec], *, start: datetime,
                  end: datetime, span_s: float, chunk_s: float, channel: int | None,
                  s3_options: dict | None = None, progress_interval_s: float = 30.0,
-                 at_run_time: bool = False):
+                 at_run_time: bool = False, spread: bool = True):
         self.roots = list(roots)
         self.specs = list(specs)
         self.start, self.end, self.span_s = start, end, span_s
@@ -784,6 +790,7 @@ class HlsSource:
         self.s3_options = s3_options or {}
         self.progress_interval_s = progress_interval_s
         self.at_run_time = at_run_time
+        self.spread = spread
 
     def check(self) -> None:
         """Raises UsageError when no root has a folder that can overlap the range (one
@@ -806,14 +813,15 @@ class HlsSource:
         """Adds the folder listing and plans: segments in range, folder plans, listing gaps."""
         listed = (pipeline | "HlsRoots" >> beam.Create(self.roots)
                   | "ListFolders" >> ListFolders(self.start, self.end, self.s3_options)
-                  | "PlanFolders" >> PlanFolders(self.start, self.end))
+                  | "PlanFolders" >> PlanFolders(self.start, self.end, self.spread))
         return Listed(listed.segments, {FOLDERS_TAG: listed[FOLDERS_TAG],
                                         GAPS_TAG: listed[GAPS_TAG]})
 
     def decode(self, work, listed: Listed) -> dict:
         """Adds the spans of the work's folders and their stream decoding."""
         spans = ({"plans": listed.extra[FOLDERS_TAG], "work": work}
-                 | "FormSpans" >> FormSpans(self.span_s, look_behind_s(self.specs)))
+                 | "FormSpans" >> FormSpans(self.span_s, look_behind_s(self.specs),
+                                           self.spread))
         decoded = spans | "DecodeStreams" >> DecodeSpans(
             self.specs, chunk_s=self.chunk_s, channel=self.channel,
             progress_interval_s=self.progress_interval_s)

@@ -97,18 +97,22 @@ class _ReadEntryShardFn(beam.DoFn):
 class ReadEntries(beam.PTransform):
     """A version folder -> its manifest entries (ENTRY_SCHEMA dicts), read at run time (so a
     template run every night reads that night's state), one entry shard per worker step; an old
-    version's single ``_manifest.json`` is read as it is; a new version gives none."""
+    version's single ``_manifest.json`` is read as it is; a new version gives none.
+    ``spread``: reshuffle the shards over the workers (off for an in-process run, where it
+    would only add a stage)."""
 
-    def __init__(self, folder: str):
+    def __init__(self, folder: str, spread: bool = True):
         super().__init__()
         self.folder = folder
+        self.spread = spread
 
     def expand(self, pbegin):
-        return (pbegin
-                | "VersionFolder" >> beam.Create([self.folder])
-                | "ListEntryShards" >> beam.ParDo(_ListEntryShardsFn())
-                | "SpreadShards" >> beam.Reshuffle()
-                | "ReadEntryShard" >> beam.ParDo(_ReadEntryShardFn()))
+        shards = (pbegin
+                  | "VersionFolder" >> beam.Create([self.folder])
+                  | "ListEntryShards" >> beam.ParDo(_ListEntryShardsFn()))
+        if self.spread:
+            shards = shards | "SpreadShards" >> beam.Reshuffle()
+        return shards | "ReadEntryShard" >> beam.ParDo(_ReadEntryShardFn())
 
 
 def _shards_of_entry(entry: dict, pattern: str | None) -> Iterator[tuple[str, str]]:
