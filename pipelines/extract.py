@@ -28,7 +28,7 @@ from orca_beam.core.registry import get_model_spec
 from orca_beam.extract.calls import build_calls, read_annotations
 from orca_beam.extract.config import ExtractConfig, extract_config
 from orca_beam.extract.options import ExtractOptions
-from orca_beam.extract.pipeline import build, plan, source_for
+from orca_beam.extract.pipeline import build, export_projectors, plan, source_for
 from orca_beam.extract.summary import (
     format_segment_summary,
     format_summary,
@@ -149,6 +149,12 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         return {"template_location": config.template_location}
     result.wait_until_finish()
     summary = {**read_summary(config.output), "counters": counters(result)}
+    if config.in_process and config.exports_projector and annotations is None:
+        projector = export_projectors(options, config, versions, labels)
+        summary["counters"].update(counters(projector["result"]) if projector["result"] else {})
+        for name in projector["kept"]:  # the in-graph stage counted this; now the launcher
+            summary["counters"][f"orca_beam:projector_kept_{name}"] = 1
+        summary["projector"] = {k: projector[k] for k in ("kept", "rebuilt", "seconds")}
     print(format_segment_summary(summary) if annotations is not None
           else format_summary(summary))
     print(f"summary: {config.output}/summary.json")

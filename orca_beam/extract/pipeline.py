@@ -129,7 +129,7 @@ def build(pipeline: beam.Pipeline, config: ExtractConfig, source: Source, versio
         records.append({"entries": entries, "plan": plan_dict} | f"Manifest_{name}" >>
                        WriteManifest(versions[name], versions[name].folder(config.output),
                                      run_id, in_process=config.in_process))
-        if config.exports_projector:
+        if config.exports_projector and not config.in_process:  # in-process: afterwards
             entries | f"Projector_{name}" >> ExportProjector(
                 projector_dir(config.output, name), name, config.projector_kwargs(labels))
     tallies = ((outcomes, accounted[TALLIES_TAG]) | "OutcomesAndTallies" >> beam.Flatten()
@@ -146,6 +146,43 @@ def build(pipeline: beam.Pipeline, config: ExtractConfig, source: Source, versio
 def is_failed(outcome) -> bool:
     """True for a failed outcome (the rows of ``errors/``)."""
     return outcome.status == FAILED
+
+
+def export_projectors(options, config: ExtractConfig, versions: dict, labels=None) -> dict:
+    """An in-process run's projector files, after the extraction: per model whose committed
+    rows digest (``_commit.json``) or projector settings differ from those its projector files
+    were made from, the same ExportProjector stage over the committed entries, as one small
+    pipeline on FnApiRunner; models whose files are current cost no stage. Returns
+    ``{"kept": [...], "rebuilt": [...], "seconds": s, "result": the pipeline's result or None}``
+    (templates and distributed runners keep the stage in the extraction's graph)."""
+    import time
+
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    from orca_beam.projector.export import export_settings, is_up_to_date
+    from orca_beam.store.manifest import read_commit
+
+    started = time.perf_counter()
+    kwargs = config.projector_kwargs(labels)
+    settings = export_settings(**kwargs)
+    kept, rebuilt = [], []
+    for name, version in versions.items():
+        commit = read_commit(version.folder(config.output))
+        current = commit is not None and is_up_to_date(
+            projector_dir(config.output, name), commit["rows_digest"], settings)
+        (kept if current else rebuilt).append(name)
+    result = None
+    if rebuilt:
+        pipeline = beam.Pipeline(runner=FnApiRunner(), options=options)
+        for name in rebuilt:
+            entries = pipeline | f"ReadEntries_{name}" >> ReadEntries(
+                versions[name].folder(config.output), spread=False)
+            entries | f"Projector_{name}" >> ExportProjector(
+                projector_dir(config.output, name), name, kwargs)
+        result = pipeline.run()
+        result.wait_until_finish()
+    return {"kept": kept, "rebuilt": rebuilt, "seconds": round(time.perf_counter() - started, 3),
+            "result": result}
 
 
 def plan(options, config: ExtractConfig, source: Source, versions: dict) -> dict:
