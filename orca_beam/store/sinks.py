@@ -68,9 +68,14 @@ class _BoundedParquetSink(parquetio._ParquetSink):  # noqa: SLF001 - Beam's own 
         return pq.ParquetWriter(self.byte_counter, self._schema, compression=self._codec)
 
 
+#: What a bundle that wrote no file yields, so the gather below has an element to finish on.
+NO_FILE = ""
+
+
 class _WriteBundlesFn(beam.DoFn):
     """Elements -> the sink's temporary files, one per bundle (or per ``max_bytes``), as
-    Beam's own write does; yields each closed file's path."""
+    Beam's own write does; yields each closed file's path, or NO_FILE from a bundle that wrote
+    none (FnApiRunner runs every stage's bundle, empty ones too)."""
 
     def __init__(self, sink, temp_dir: str):
         self.sink = sink
@@ -78,26 +83,31 @@ class _WriteBundlesFn(beam.DoFn):
 
     def start_bundle(self):
         self.writer = None
+        self.wrote = False
 
     def process(self, element):
         if self.writer is None:
             self.writer = self.sink.open_writer(self.temp_dir, uuid.uuid4().hex)
         self.writer.write(element)
         if self.writer.at_capacity():
+            self.wrote = True
             yield self.writer.close()
             self.writer = None
 
     def finish_bundle(self):
+        path = NO_FILE
         if self.writer is not None:
-            yield WindowedValue(self.writer.close(), GlobalWindow().max_timestamp(),
-                                [GlobalWindow()])
+            path = self.writer.close()
             self.writer = None
+        elif self.wrote:
+            return
+        yield WindowedValue(path, GlobalWindow().max_timestamp(), [GlobalWindow()])
 
 
 def _finalize(temp_files: list[str], sink, temp_dir: str) -> list[str]:
     """The temporary files -> their final ``-SSSSS-of-NNNNN`` names (Beam's FileBasedSink
     renames them, as its own write's last step does; one empty shard when there are none)."""
-    temp_files = list(temp_files)
+    temp_files = [path for path in temp_files if path != NO_FILE]
     if not temp_files and not sink.skip_if_empty:
         temp_files = [sink.open_writer(temp_dir, uuid.uuid4().hex).close()]
     sink.pre_finalize(temp_dir, temp_files)
@@ -116,7 +126,9 @@ def write_files(elements, sink, in_process: bool = False):
     temp_dir = sink.initialize_write()
     return (elements
             | "WriteBundles" >> beam.ParDo(_WriteBundlesFn(sink, temp_dir))
-            | "GatherFiles" >> beam.combiners.ToList()
+            # no default to inject: every bundle yields at least NO_FILE (one stage fewer)
+            | "GatherFiles" >> beam.CombineGlobally(
+                beam.combiners.ToListCombineFn()).without_defaults()
             | "FinalizeWrite" >> beam.FlatMap(_finalize, sink, temp_dir))
 
 
