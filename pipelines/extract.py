@@ -28,11 +28,13 @@ from orca_beam.core.registry import get_model_spec
 from orca_beam.extract.calls import build_calls, read_annotations
 from orca_beam.extract.config import ExtractConfig, extract_config
 from orca_beam.extract.options import ExtractOptions
+from orca_beam.extract.overlap import run_with_graph_built_during, runs_on_fn_api_runner
 from orca_beam.extract.pipeline import build, export_projectors, plan, source_for
 from orca_beam.extract.summary import (
     format_segment_summary,
     format_summary,
     read_summary,
+    set_launcher_facts,
 )
 from orca_beam.extract.versions import output_version
 from orca_beam.labels import read_labels
@@ -133,16 +135,28 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         print_plan(planned)
         return {"plan": planned}
     scoring = classifier_target(config, versions) if config.classifier else None
-    load_s = preload_models(config, versions) if config.in_process else {}
     run_id = new_run_id()
-    Progress.restart()
-    pipeline = test_pipeline or beam.Pipeline(options=options)
     LOG.info("inputs %s (run %s)", list(config.inputs), run_id)
-    if annotations is not None:
-        build_calls(pipeline, config, versions, run_id, annotations, labels, load_s)
+
+    def add_steps(pipeline: beam.Pipeline) -> None:
+        if annotations is not None:
+            build_calls(pipeline, config, versions, run_id, annotations, labels)
+        else:
+            build(pipeline, config, source, versions, run_id, labels)
+
+    def load_models() -> None:
+        set_launcher_facts(model_load_s=preload_models(config, versions)
+                           if config.in_process else {})
+        Progress.restart()
+
+    if config.in_process and test_pipeline is None and runs_on_fn_api_runner(options):
+        # the graph is built and converted in a thread while the models load
+        result, _ = run_with_graph_built_during(options, add_steps, load_models)
     else:
-        build(pipeline, config, source, versions, run_id, labels, load_s)
-    result = pipeline.run()
+        load_models()
+        pipeline = test_pipeline or beam.Pipeline(options=options)
+        add_steps(pipeline)
+        result = pipeline.run()
     if config.template_location:  # a classic template was written instead of running a job
         LOG.info("Dataflow template written to %s", config.template_location)
         print(f"template: {config.template_location}")

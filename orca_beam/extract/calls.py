@@ -60,7 +60,7 @@ def _is_not_embedded(outcome) -> bool:
 
 
 def build_calls(pipeline: beam.Pipeline, config: ExtractConfig, versions: dict, run_id: str,
-                annotations, labels=None, model_load_s: dict | None = None) -> None:
+                annotations, labels=None) -> None:
     """Adds the calls-mode job to ``pipeline`` (see the module docstring); ``annotations``: what
     :func:`read_annotations` returned."""
     mapping, header, rows = annotations
@@ -99,5 +99,4 @@ def build_calls(pipeline: beam.Pipeline, config: ExtractConfig, versions: dict, 
         SummariseCalls(config.model_names)),
      "records": records | "AllCommits" >> beam.Flatten(),
      "written": (written["outcomes"], written["errors"]) | "AllWritten" >> beam.Flatten(),
-     } | "FinishRun" >> FinishRun(config.output, run_id, calls_summary, OUTCOME_FOLDERS,
-                                  {"model_load_s": model_load_s or {}})
+     } | "FinishRun" >> FinishRun(config.output, run_id, calls_summary, OUTCOME_FOLDERS)

@@ -104,13 +104,17 @@ IN_PROCESS_RUNNERS = {None, "DirectRunner", "SwitchingDirectRunner", "FnApiRunne
                       "BundleBasedDirectRunner"}
 
 
+def runner_name(options) -> str | None:
+    """``--runner`` as a name (a runner object: its class name; None when not given)."""
+    runner = options.view_as(StandardOptions).runner
+    return runner if isinstance(runner, str) or runner is None else type(runner).__name__
+
+
 def runs_in_process(options) -> bool:
     """True when the runner's workers are this process (DirectRunner in memory, no template
     being written), so a model loaded here is the one they use and a Reshuffle distributes
     nothing."""
-    runner = options.view_as(StandardOptions).runner
-    name = runner if isinstance(runner, str) or runner is None else type(runner).__name__
-    return (name in IN_PROCESS_RUNNERS
+    return (runner_name(options) in IN_PROCESS_RUNNERS
             and options.view_as(DirectOptions).direct_running_mode == "in_memory"
             and not options.view_as(GoogleCloudOptions).template_location)
 

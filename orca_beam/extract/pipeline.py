@@ -95,10 +95,9 @@ def embed_model(pieces, config: ExtractConfig, spec, version, *, prefix: str, to
 
 
 def build(pipeline: beam.Pipeline, config: ExtractConfig, source: Source, versions: dict,
-          run_id: str, labels=None, model_load_s: dict | None = None) -> None:
+          run_id: str, labels=None) -> None:
     """Adds the extraction of ``source`` to ``pipeline`` (see the module docstring). ``labels``:
-    the LabelTable of --label_table, or None; ``model_load_s``: the launcher's model load
-    times, stated in the summary."""
+    the LabelTable of --label_table, or None."""
     planned, listed = add_plan(pipeline, config, source, versions)
     plan_dict = planned_counts(planned) | "SummarisePlan" >> SummarisePlan()
     decoded = source.decode(planned[WORK_TAG], listed)
@@ -139,7 +138,6 @@ def build(pipeline: beam.Pipeline, config: ExtractConfig, source: Source, versio
      "written": [w for w in (written["outcomes"], written["errors"]) if w is not None]
      | "AllWritten" >> beam.Flatten(),
      } | "FinishRun" >> FinishRun(config.output, run_id, file_summary, OUTCOME_FOLDERS,
-                                  {"model_load_s": model_load_s or {}},
                                   derive_errors=config.in_process)
 
 

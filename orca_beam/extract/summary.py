@@ -35,6 +35,24 @@ from orca_beam.store.manifest import PLAN_KINDS
 
 LOG = logging.getLogger(__name__)
 SUMMARY_NAME = "summary.json"
+#: What the launcher measured in this process before the job ran (``model_load_s``: model ->
+#: seconds to load and warm up), read by FinishRun when the summary is written, not when the
+#: graph is built: the graph is built while the models load (see ``extract.overlap``).
+_LAUNCHER_FACTS: dict = {}
+
+
+def set_launcher_facts(**facts) -> None:
+    """Replaces what the launcher measured for this run (for example ``model_load_s={model:
+    seconds}``). Workers in this process (in-process runners) see it in the summary; workers
+    elsewhere see the defaults (``model_load_s``: {})."""
+    _LAUNCHER_FACTS.clear()
+    _LAUNCHER_FACTS.update(facts)
+
+
+def launcher_facts() -> dict:
+    """What :func:`set_launcher_facts` recorded in this process, over the defaults
+    (``model_load_s``: {}, no model loaded by the launcher)."""
+    return {"model_load_s": {}, **_LAUNCHER_FACTS}
 
 
 @dataclass(frozen=True)
@@ -271,24 +289,23 @@ class FinishRun(beam.PTransform):
     records, run_id=, wall_s=)``), then every other file under the ``folders`` of outcomes is
     deleted. Input: a dict with ``counts`` (one element), ``records`` and ``written`` (file
     names). The wall
-    time is measured in the job, from its first step to this one. ``extra``: what the launcher
-    knew before the job (the model load times), added as it is. ``derive_errors``: the
+    time is measured in the job, from its first step to this one. The summary adds
+    :func:`launcher_facts` as they are when it is written (the model load times, measured
+    while the graph was built). ``derive_errors``: the
     errors file was not written by a sink: write it here from the outcome files
     (``outcomes.write_errors_of``), inside the measured wall time."""
 
     def __init__(self, output: str, run_id: str, assemble, folders: list[str],
-                 extra: dict | None = None, derive_errors: bool = False):
+                 derive_errors: bool = False):
         super().__init__()
         self.derive_errors = derive_errors
         self.output = output.rstrip("/")
         self.run_id = run_id
         self.assemble = assemble
         self.folders = list(folders)
-        self.extra = dict(extra or {})
 
     def expand(self, inputs):
         output, run_id, assemble, folders = self.output, self.run_id, self.assemble, self.folders
-        extra = self.extra
         started = (inputs["counts"].pipeline | "RunStarts" >> beam.Create([None])
                    | "StartTime" >> beam.Map(lambda _: time.time()))
 
@@ -301,7 +318,7 @@ class FinishRun(beam.PTransform):
 
                 written.append(write_errors_of(written, output, run_id))
             summary = {**assemble(counts, list(records), run_id=run_id,
-                                  wall_s=time.time() - started_s, output=output), **extra}
+                                  wall_s=time.time() - started_s, output=output), **launcher_facts()}
             write_summary(output, summary)
             remove_other_runs(output, folders, set(written))
             return summary
