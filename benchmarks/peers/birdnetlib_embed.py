@@ -16,17 +16,9 @@ import argparse
 import contextlib
 import io
 import json
-import os
 import time
 
-
-def process_age_s() -> float:
-    """Seconds since this process started (/proc/self/stat field 22, against the boot time)."""
-    with open("/proc/self/stat") as handle:
-        ticks = int(handle.read().rsplit(")", 1)[1].split()[19])
-    with open("/proc/stat") as handle:
-        boot = next(int(line.split()[1]) for line in handle if line.startswith("btime"))
-    return time.time() - (boot + ticks / os.sysconf("SC_CLK_TCK"))
+from process_age import process_age_s
 
 
 def main() -> None:
